@@ -1,0 +1,1 @@
+"""Data-side modules: samplers, robust image reading, dataset converters."""

@@ -1,0 +1,1 @@
+"""Training/eval/infer/export API that the thin CLIs in tools/ call."""

@@ -1,0 +1,1 @@
+"""Model modules registered into ppdet (RT-DETRv2 lives in ppdet_ext.modeling.rtdetr)."""
