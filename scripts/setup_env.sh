@@ -14,7 +14,9 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 echo "[setup] creating $VENV with the pinned Paddle 2.6.2 stack (about 2 minutes, ~1.8 GB)" >&2
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
-pip_() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+# (the sed drops this machine's noise about absent local package mirrors)
+pip_() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 \
+           | sed '/is ignored: it is neither a file nor a directory/d'; }
 pip_ install "pip==24.3.1" "setuptools<81" wheel
 pip_ install -c requirements/constraints.txt -r requirements/core.txt -r requirements/dev.txt
 # paddleslim pins opencv-python==4.6.0.66, which clashes with paddledet's <=4.6.0 pin

@@ -132,3 +132,35 @@ class SamplerEpoch(Callback):
     def on_epoch_begin(self, status):
         if status["mode"] == "train":
             self.sampler.set_epoch(status["epoch_id"])
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over all remaining training steps with ETA and the current loss.
+
+    Only on an interactive terminal: in logs (CI, nohup) ppdet's LogPrinter lines, which
+    carry an ETA too, are the progress report.
+    """
+
+    def __init__(self, trainer, *, enabled=None):
+        super().__init__(trainer)
+        import sys
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.bar = None
+
+    def on_step_end(self, status):
+        if not self.enabled or status["mode"] != "train" or not _is_main():
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+            steps = status["steps_per_epoch"]
+            self.bar = tqdm(total=self.model.cfg.epoch * steps,
+                            initial=status["epoch_id"] * steps + status["step_id"],
+                            desc="train", dynamic_ncols=True, leave=True)
+        self.bar.update(1)
+        loss = status["training_staus"].get().get("loss")
+        if loss is not None:
+            self.bar.set_postfix(epoch=status["epoch_id"], loss=f"{float(loss):.4f}", refresh=False)
+
+    def on_train_end(self, status):
+        if self.bar is not None:
+            self.bar.close()

@@ -18,7 +18,7 @@ from ppdet.utils.logger import setup_logger
 
 from ppdet_ext.data.aspect_sampler import AspectRatioBatchSampler
 
-from .callbacks import AtomicCheckpointer, SamplerEpoch, StepLogger
+from .callbacks import AtomicCheckpointer, ProgressBar, SamplerEpoch, StepLogger
 
 logger = setup_logger("ppdet_ext.trainer")
 
@@ -105,6 +105,7 @@ class DetTrainer(Trainer):
                      if not isinstance(cb, (Checkpointer, VisualDLWriter))]
         callbacks.append(AtomicCheckpointer(self))
         callbacks.append(StepLogger(self, use_vdl=bool(self.cfg.get("use_vdl", False))))
+        callbacks.append(ProgressBar(self))
         # any epoch-aware sampler (ours, or paddle's DistributedBatchSampler, whose own
         # counter restarts at 0 on resume) is told the epoch, so a resumed run sees the
         # same batch order as an uninterrupted one
