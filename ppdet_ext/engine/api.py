@@ -101,12 +101,11 @@ def evaluate(cfg, user_cfg, *, weights, output_json=None):
     trainer.load_weights(weights)
     trainer.evaluate()
     metrics = {}
-    for metric in trainer._metrics:
-        for key, stats in metric.get_results().items():
-            stats = np.asarray(stats, dtype=float).ravel().tolist()
-            names = COCO_STAT_NAMES if len(stats) == len(COCO_STAT_NAMES) else \
+    for key, stats in trainer.last_metric_results.items():
+        stats = np.asarray(stats, dtype=float).ravel().tolist()
+        names = COCO_STAT_NAMES if len(stats) == len(COCO_STAT_NAMES) else \
                 [f"stat{i}" for i in range(len(stats))]
-            metrics[key] = dict(zip(names, stats))
+        metrics[key] = dict(zip(names, stats))
     note = None
     if not metrics and cfg.get("metric") == "COCO":
         # ppdet's COCOMetric skips scoring when there are no detections at all; that is

@@ -71,6 +71,7 @@ class DetTrainer(Trainer):
 
     def __init__(self, cfg, mode="train"):
         self.batch_sampler = None
+        self.last_metric_results = {}
         # kept aside: while the sampler is injected, cfg["TrainReader"] is the injector
         self._train_reader_cfg = cfg.get("TrainReader") or {}
         grouping = None
@@ -96,6 +97,16 @@ class DetTrainer(Trainer):
             dict.__setitem__(gcfg, "TrainReader", schema)
             if hasattr(self, "cfg"):
                 self.cfg["TrainReader"] = schema
+
+    def _reset_metrics(self):
+        """ppdet resets its metrics right after an evaluation logs them, so the results
+        are gone before the caller can read them: keep the last non-empty ones."""
+        results = {}
+        for metric in getattr(self, "_metrics", []):
+            results.update(metric.get_results() or {})
+        if results:
+            self.last_metric_results = results
+        super()._reset_metrics()
 
     def _init_callbacks(self):
         super()._init_callbacks()
