@@ -1,0 +1,10 @@
+"""Convert released detector files into ppdet dygraph weights.
+
+``picodet_onnx``: a Paddle-exported PicoDet ONNX file (BatchNorm folded into convs) ->
+ppdet 2.6.0 ``PicoDet`` weights; ``parity``: ONNX-vs-dygraph checks for it.
+Importing this package does not import onnx/onnxruntime; the functions do, when called.
+"""
+from .onnx_convs import OnnxConv, onnx_input_hw, read_onnx_convs  # noqa: F401
+from .picodet_onnx import (  # noqa: F401
+    ConvSlot, MappingReport, build_model, convert_picodet_onnx, identity_bn_variance,
+    load_folded_weights, map_convs, save_weights, trace_conv_slots)
