@@ -1,0 +1,191 @@
+"""Multi-scale deformable cross-attention with per-level sampling points (RT-DETRv2).
+
+Two sampling methods read the value maps at the predicted locations:
+
+* ``default``: bilinear ``grid_sample`` (zeros outside the map, ``align_corners=False``).
+* ``discrete``: each location is snapped to the pixel whose centre is nearest
+  (``floor(loc * size)``), x clipped to ``[0, W-1]`` and y to ``[0, H-1]`` separately, and
+  read with a 1-D ``gather`` over a flattened ``B*heads*H*W`` axis. Chosen for NPU engines
+  (RKNN): GridSample and GatherND fall back to the CPU there, a 1-D Gather does not.
+  Rounding has no gradient, so the offset branch is frozen when this method is used.
+
+At exact pixel centres both methods read the same values (``tests/test_rtdetr_sampling.py``).
+"""
+import math
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+from paddle.nn.initializer import Constant, XavierUniform
+
+from ppdet_ext.registry import register
+
+__all__ = ['ExtMSDeformableAttention', 'sample_bilinear', 'sample_discrete']
+
+SAMPLING_METHODS = ('default', 'discrete')
+
+
+def sample_bilinear(value, h, w, loc):
+    """Bilinear read of one level.
+
+    Args:
+        value (Tensor): ``[N, C, h*w]`` value map, ``N = B * heads``.
+        h (int | Tensor), w (int | Tensor): map size.
+        loc (Tensor): ``[N, Lq, P, 2]`` normalized (x, y) in ``[0, 1]``.
+
+    Returns:
+        Tensor: ``[N, C, Lq, P]``.
+    """
+    grid = 2.0 * loc - 1.0
+    value = value.reshape([0, 0, h, w])
+    return F.grid_sample(value, grid, mode='bilinear', padding_mode='zeros',
+                         align_corners=False)
+
+
+def _nearest_index(coord, size):
+    """Index of the pixel whose centre is nearest to normalized ``coord`` along an axis of
+    ``size`` pixels, clipped to ``[0, size - 1]`` (int64)."""
+    if isinstance(size, int):
+        return paddle.floor(coord * size).astype('int64').clip(min=0, max=size - 1)
+    size = size.astype('int64')
+    idx = paddle.floor(coord * size.astype(coord.dtype)).astype('int64')
+    return paddle.minimum(idx.clip(min=0), size - 1)
+
+
+def sample_discrete(value, h, w, loc):
+    """Nearest-pixel read of one level with plain 1-D integer indexing (same I/O as
+    :func:`sample_bilinear`). x is clipped against ``w`` and y against ``h``."""
+    n, c = value.shape[0], value.shape[1]
+    if n is None or n < 0:  # dynamic batch in a static graph
+        n = paddle.shape(value)[0]
+    lq, p = loc.shape[1], loc.shape[2]
+    x = _nearest_index(loc[..., 0], w)
+    y = _nearest_index(loc[..., 1], h)
+    if not isinstance(w, int):  # dynamic-shape export: sizes are 0-D int tensors
+        w = w.astype('int64')
+    if not isinstance(h, int):
+        h = h.astype('int64')
+    base = (paddle.arange(n, dtype='int64') * (h * w)).reshape([-1, 1, 1])
+    flat_idx = (base + y * w + x).flatten()                     # [N*Lq*P]
+    table = value.transpose([0, 2, 1]).reshape([-1, c])         # [N*h*w, C]
+    picked = paddle.gather(table, flat_idx, axis=0)             # [N*Lq*P, C]
+    return picked.reshape([-1, lq, p, c]).transpose([0, 3, 1, 2])
+
+
+@register
+class ExtMSDeformableAttention(nn.Layer):
+    """Deformable attention over ``len(num_points)`` levels.
+
+    Args:
+        embed_dim (int): query / value size.
+        num_heads (int): heads.
+        num_levels (int): value levels.
+        num_points (int | list[int]): sampling points per level (an int means the same
+            for every level). Offsets of level ``l`` are scaled by ``1 / num_points[l]``.
+        offset_scale (float): offsets are relative to ``offset_scale * box size``.
+        method (str): ``default`` or ``discrete`` (see module docstring).
+    """
+
+    def __init__(self, embed_dim=256, num_heads=8, num_levels=3, num_points=4,
+                 offset_scale=0.5, method='default'):
+        super().__init__()
+        if method not in SAMPLING_METHODS:
+            raise ValueError(f"method must be one of {SAMPLING_METHODS}, got {method!r}")
+        if isinstance(num_points, int):
+            num_points = [num_points] * num_levels
+        if len(num_points) != num_levels:
+            raise ValueError(f"num_points has {len(num_points)} entries for {num_levels} levels")
+        self.embed_dim, self.num_heads = embed_dim, num_heads
+        self.head_dim = embed_dim // num_heads
+        self.num_levels = num_levels
+        self.num_points = [int(p) for p in num_points]
+        self.total_points = sum(self.num_points)
+        self.offset_scale = offset_scale
+        self.method = method
+
+        scale = [1.0 / p for p in self.num_points for _ in range(p)]
+        self.register_buffer('points_scale', paddle.to_tensor(scale, dtype='float32'),
+                             persistable=False)
+        self.sampling_offsets = nn.Linear(embed_dim, num_heads * self.total_points * 2)
+        self.attention_weights = nn.Linear(embed_dim, num_heads * self.total_points)
+        self.value_proj = nn.Linear(embed_dim, embed_dim)
+        self.output_proj = nn.Linear(embed_dim, embed_dim)
+        self._reset_parameters()
+        if method == 'discrete':
+            self.freeze_offsets()
+
+    def _reset_parameters(self):
+        Constant(0.0)(self.sampling_offsets.weight)
+        thetas = paddle.arange(self.num_heads, dtype='float32') * (2.0 * math.pi / self.num_heads)
+        grid = paddle.stack([thetas.cos(), thetas.sin()], -1)
+        grid = grid / grid.abs().max(-1, keepdim=True)                 # [heads, 2]
+        steps = paddle.concat([paddle.arange(1, p + 1, dtype='float32') for p in self.num_points])
+        bias = grid.unsqueeze(1) * steps.reshape([1, -1, 1])          # [heads, P, 2]
+        self.sampling_offsets.bias.set_value(bias.flatten())
+        Constant(0.0)(self.attention_weights.weight)
+        Constant(0.0)(self.attention_weights.bias)
+        XavierUniform()(self.value_proj.weight)
+        Constant(0.0)(self.value_proj.bias)
+        XavierUniform()(self.output_proj.weight)
+        Constant(0.0)(self.output_proj.bias)
+
+    def freeze_offsets(self):
+        """Stop training the offset branch (used with ``discrete`` sampling)."""
+        self.sampling_offsets.weight.stop_gradient = True
+        self.sampling_offsets.bias.stop_gradient = True
+
+    def sampling_locations(self, query, reference_points):
+        """Normalized sampling locations and their softmaxed weights.
+
+        Args:
+            query (Tensor): ``[B, Lq, C]``.
+            reference_points (Tensor): ``[B, Lq, 1, 4]`` cxcywh in ``[0, 1]``.
+
+        Returns:
+            tuple: locations ``[B, Lq, heads, P, 2]`` (x, y), weights ``[B, Lq, heads, P]``.
+        """
+        offsets = self.sampling_offsets(query).reshape(
+            [0, 0, self.num_heads, self.total_points, 2])
+        weights = self.attention_weights(query).reshape(
+            [0, 0, self.num_heads, self.total_points])
+        weights = F.softmax(weights, axis=-1)
+        scale = self.points_scale.reshape([1, 1, 1, -1, 1])
+        wh = reference_points[:, :, :, 2:].unsqueeze(2)             # [B, Lq, 1, 1, 2]
+        centre = reference_points[:, :, :, :2].unsqueeze(2)
+        loc = centre + offsets * scale * wh * self.offset_scale
+        return loc, weights
+
+    def attend(self, value, spatial_shapes, loc, weights):
+        """Read and weight the values.
+
+        Args:
+            value (Tensor): ``[B, sum(h*w), heads, head_dim]``.
+            spatial_shapes (list[tuple]): ``(h, w)`` per level.
+            loc (Tensor): ``[B, Lq, heads, P, 2]``.
+            weights (Tensor): ``[B, Lq, heads, P]``.
+
+        Returns:
+            Tensor: ``[B, Lq, heads * head_dim]``.
+        """
+        lq = loc.shape[1]
+        sample = sample_discrete if self.method == 'discrete' else sample_bilinear
+        # [B*heads, head_dim, sum(h*w)]
+        value = value.transpose([0, 2, 3, 1]).flatten(0, 1)
+        loc = loc.transpose([0, 2, 1, 3, 4]).flatten(0, 1)
+        sections = [h * w for h, w in spatial_shapes]
+        values = paddle.split(value, sections, axis=-1) if len(sections) > 1 else [value]
+        point_splits = paddle.split(loc, self.num_points, axis=2)
+        sampled = [sample(v, h, w, l) for v, (h, w), l in
+                   zip(values, spatial_shapes, point_splits)]
+        sampled = paddle.concat(sampled, axis=-1)                   # [B*heads, hd, Lq, P]
+        weights = weights.transpose([0, 2, 1, 3]).flatten(0, 1).unsqueeze(1)
+        out = (sampled * weights).sum(-1)                           # [B*heads, hd, Lq]
+        return out.reshape([-1, self.embed_dim, lq]).transpose([0, 2, 1])
+
+    def forward(self, query, reference_points, value, spatial_shapes):
+        """``query`` ``[B, Lq, C]``, ``reference_points`` ``[B, Lq, 1, 4]``,
+        ``value`` ``[B, Lv, C]`` (flattened levels), ``spatial_shapes`` list of ``(h, w)``.
+        Returns ``[B, Lq, C]``."""
+        v = self.value_proj(value).reshape([0, 0, self.num_heads, self.head_dim])
+        loc, weights = self.sampling_locations(query, reference_points)
+        return self.output_proj(self.attend(v, spatial_shapes, loc, weights))
