@@ -1,0 +1,173 @@
+"""RKNN-friendly RT-DETRv2 export: two NPU graphs, top-k and post-processing on the CPU.
+
+An RK NPU runs neither ``TopK`` nor ``GridSample``/``GatherND`` (they fall back to the CPU,
+../shared/STACK-NOTES.md), and shape arithmetic (``Shape``/``Range``) has no business there.
+So the deploy forward of an ``ExtRTDETR`` (discrete sampling, ``convert_to_deploy()``) is cut
+at the query selection, for a fixed ``[1, 3, H, W]`` input:
+
+1. ``encoder.onnx`` (NPU): image -> ``enc_score [1, L]`` (best class logit per token),
+   ``out_memory [1, L, D]``, ``enc_coord [1, L, 4]`` (cxcywh logits, anchors added) and
+   ``memory [1, L, D]``; anchors are constants.
+2. CPU (numpy, ``deploy.backends.rknn.SplitPipeline``): the top-``K`` tokens by ``enc_score``
+   and their rows of ``out_memory`` / ``enc_coord`` (the query selection's ``TopK`` + row
+   gather).
+3. ``decoder.onnx`` (NPU): ``target [1, K, D]``, ``ref_unact [1, K, 4]``, ``memory`` ->
+   ``scores [1, K, C]`` (sigmoid), ``boxes [1, K, 4]`` xyxy input pixels — the dense outputs of
+   docs/export_format.md. Discrete sampling reads the value maps with a 1-D ``Gather`` over a
+   flattened ``heads*H*W`` axis, no ``GridSample``/``GatherND``.
+4. CPU: the usual dense ``topk`` post-processing of ``deploy/postprocess.py``.
+
+The export directory is a normal one (``model.pdmodel``, unsplit ``model.onnx``,
+``infer_cfg.yml`` with a fixed ``input_shape``) plus ``encoder.onnx``, ``decoder.onnx`` and an
+``rknn_split`` block in ``infer_cfg.yml``; the ``rknn-sim`` backend runs the split pipeline.
+
+This re-implements ``ExtRTDETRDecoder``'s eval path around its ``_select_queries`` (which we do
+not edit); see docs/onnx_rknn.md for what an upstream hook would look like.
+"""
+import os
+
+import onnx
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+import yaml
+from paddle.static import InputSpec
+
+from .exporter import build_model, export_model
+from .metadata import ExportError
+from .onnx_export import DEFAULT_OPSET, export_onnx, fold_fixed_shape, paddle_to_onnx
+
+__all__ = ["RTDETREncoderPart", "RTDETRDecoderPart", "export_rtdetr_split",
+           "FORBIDDEN_NPU_OPS", "ENCODER_OUTPUTS", "DECODER_INPUTS"]
+
+# Ops the NPU graphs must not contain (RKNN: CPU fallbacks / shape arithmetic)
+FORBIDDEN_NPU_OPS = ("GridSample", "TopK", "GatherND", "Range", "NonMaxSuppression", "Shape")
+ENCODER_OUTPUTS = ("enc_score", "out_memory", "enc_coord", "memory")
+DECODER_INPUTS = ("target", "ref_unact", "memory")
+
+
+def _sampling_methods(model):
+    return {m.method for m in model.sublayers() if hasattr(m, "method") and hasattr(m, "attend")}
+
+
+def _cxcywh_to_xyxy(b):
+    cxcy, wh = b[..., :2], b[..., 2:]
+    return paddle.concat([cxcy - 0.5 * wh, cxcy + 0.5 * wh], axis=-1)
+
+
+class RTDETREncoderPart(nn.Layer):
+    """NPU part 1: backbone, hybrid encoder and the encoder heads, up to (not including) the
+    top-k query selection. Fixed input size, so anchors are constants (no Range)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image):
+        dec = self.model.transformer
+        memory, shapes = dec._flatten_memory(self.model._features(image))
+        anchors, valid = dec._anchors(shapes)
+        out_memory = dec.enc_output_norm(dec.enc_output_proj(memory * valid))
+        enc_logits = dec.enc_score_head(out_memory)
+        enc_coord = dec.enc_bbox_head(out_memory) + anchors
+        # the CPU side takes the top-k of this (RKNN: TopK falls back to the CPU anyway)
+        return enc_logits.max(-1), out_memory, enc_coord, memory
+
+
+class RTDETRDecoderPart(nn.Layer):
+    """NPU part 2: the deformable decoder from the selected queries to dense outputs."""
+
+    def __init__(self, model, spatial_shapes, input_hw):
+        super().__init__()
+        self.model = model
+        self.spatial_shapes = [(int(h), int(w)) for h, w in spatial_shapes]
+        self.input_hw = (int(input_hw[0]), int(input_hw[1]))
+
+    def forward(self, target, ref_unact, memory):
+        dec = self.model.transformer
+        boxes, logits = dec._decode(target, ref_unact, memory, self.spatial_shapes, None)
+        h, w = self.input_hw
+        whwh = paddle.to_tensor([w, h, w, h], dtype="float32")
+        return F.sigmoid(logits[-1]), _cxcywh_to_xyxy(boxes[-1]) * whwh
+
+
+def _save_part(layer, specs, path):
+    static = paddle.jit.to_static(layer, input_spec=specs, full_graph=True)
+    paddle.jit.save(static, path)
+
+
+def _part_onnx(prefix, inputs, outputs, shapes, opset):
+    model = paddle_to_onnx(prefix + ".pdmodel", prefix + ".pdiparams", opset=opset,
+                           input_names=list(inputs), output_names=list(outputs))
+    model = fold_fixed_shape(model, dict(zip(inputs, shapes)))
+    onnx.checker.check_model(model)
+    return model
+
+
+def check_npu_graph(onnx_path):
+    """Op types of ``onnx_path`` that must not be in an NPU graph (empty list = clean)."""
+    m = onnx.load(onnx_path, load_external_data=False)
+    return sorted({n.op_type for n in m.graph.node} & set(FORBIDDEN_NPU_OPS))
+
+
+def export_rtdetr_split(cfg, output_dir, *, weights=None, model=None, input_shape=(640, 640),
+                        opset=DEFAULT_OPSET, allow_grid_sample=False):
+    """Export an RT-DETRv2 for RKNN: unsplit graph + ``encoder.onnx`` + ``decoder.onnx``.
+
+    Args:
+        cfg: merged config of an ``ExtRTDETR``.
+        output_dir: export directory to write.
+        weights: checkpoint (ignored when ``model`` is given).
+        model: an already built model (``convert_to_deploy()`` is applied if not yet).
+        input_shape: ``(H, W)``; the batch is 1.
+        opset: ONNX opset.
+        allow_grid_sample: export ``default`` (bilinear ``grid_sample``) sampling anyway
+            (GridSample then runs on the CPU of an RKNN board; for comparisons only).
+
+    Returns:
+        dict: the ``infer_cfg.yml`` contents (with its ``rknn_split`` block).
+    """
+    model = model if model is not None else build_model(cfg, weights)
+    model.eval()
+    dec = getattr(model, "transformer", None)
+    if dec is None or not hasattr(dec, "_select_queries"):
+        raise ExportError(f"{type(model).__name__} is not an RT-DETR (no transformer with "
+                          "query selection): the NPU/CPU split applies to RT-DETR only")
+    methods = _sampling_methods(model)
+    if methods != {"discrete"} and not allow_grid_sample:
+        raise ExportError(f"sampling {sorted(methods)}: the RKNN split needs "
+                          "ExtRTDETRDecoder.sampling_method: discrete (GridSample runs on the "
+                          "CPU of an RK NPU); pass allow_grid_sample=True to export anyway")
+    h, w = (int(v) for v in input_shape)
+    meta = export_model(cfg, output_dir, model=model, input_shape=[h, w], batch_size=1)
+    export_onnx(output_dir, opset=opset)
+
+    with paddle.no_grad():
+        probe = paddle.zeros([1, 3, h, w], "float32")
+        feats = model._features(probe)
+        _, shapes = dec._flatten_memory(feats)
+    shapes = [(int(a), int(b)) for a, b in shapes]
+    length = sum(a * b for a, b in shapes)
+    dim, k = int(dec.hidden_dim), int(dec.num_queries)
+    parts = os.path.join(output_dir, "split_paddle")
+    _save_part(RTDETREncoderPart(model), [InputSpec([1, 3, h, w], "float32", "image")],
+               os.path.join(parts, "encoder"))
+    dec_shapes = [[1, k, dim], [1, k, 4], [1, length, dim]]
+    _save_part(RTDETRDecoderPart(model, shapes, (h, w)),
+               [InputSpec(s, "float32", n) for s, n in zip(dec_shapes, DECODER_INPUTS)],
+               os.path.join(parts, "decoder"))
+    enc = _part_onnx(os.path.join(parts, "encoder"), ["image"], ENCODER_OUTPUTS,
+                     [[1, 3, h, w]], opset)
+    dec_onnx = _part_onnx(os.path.join(parts, "decoder"), DECODER_INPUTS, ["scores", "boxes"],
+                          dec_shapes, opset)
+    onnx.save(enc, os.path.join(output_dir, "encoder.onnx"))
+    onnx.save(dec_onnx, os.path.join(output_dir, "decoder.onnx"))
+    meta["rknn_split"] = {
+        "encoder": "encoder.onnx", "decoder": "decoder.onnx", "num_queries": k,
+        "encoder_outputs": list(ENCODER_OUTPUTS), "decoder_inputs": list(DECODER_INPUTS),
+        "decoder_input_shapes": dec_shapes, "spatial_shapes": [list(s) for s in shapes],
+        "sampling": sorted(methods),
+    }
+    with open(os.path.join(output_dir, "infer_cfg.yml"), "w") as f:
+        yaml.safe_dump(meta, f, sort_keys=False, default_flow_style=None)
+    return meta

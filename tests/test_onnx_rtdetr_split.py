@@ -1,0 +1,151 @@
+"""RT-DETRv2 ONNX export and the RKNN-friendly NPU/CPU split (ppdet_ext/export/rknn_split.py).
+
+Runs without rknn-toolkit2: the split is checked on ONNX Runtime. Tiny model (hidden 64,
+1 decoder layer, 30 queries), 160x160, random init, CPU.
+
+Stated tolerances:
+* split (encoder.onnx -> numpy top-k -> decoder.onnx) vs the unsplit model.onnx on ORT: the
+  same detections — raw outputs equal to 1e-5 (measured 0.0).
+* default (bilinear) sampling: ORT vs dygraph scores <= 1e-5, boxes <= 1e-3 px.
+* discrete sampling is a floor() of the sampling location: an engine whose float rounding
+  differs by one ulp can read the neighbouring pixel, so ORT/Paddle Inference vs dygraph is only
+  checked loosely (scores <= 0.05); the split itself is exact.
+"""
+import os
+
+import numpy as np
+import onnx
+import paddle
+import pytest
+from ppdet.core.workspace import create
+
+import deploy  # noqa: F401
+from deploy.backends.rknn import onnxruntime_split_pipeline, select_queries
+from deploy.formats import create_backend
+from deploy.postprocess import postprocess_batch
+from deploy.meta import load_meta
+from ppdet_ext.export import adapters, export_model
+from ppdet_ext.export.metadata import ExportError
+from ppdet_ext.export.onnx_export import export_onnx
+from ppdet_ext.export.rknn_split import FORBIDDEN_NPU_OPS, check_npu_graph, export_rtdetr_split
+from rtdetr_helpers import load_tiny_config
+
+pytest.importorskip("onnxruntime")
+SIZE = 160
+
+
+def _model(method, seed=0):
+    cfg = load_tiny_config(decoder={"sampling_method": method})
+    paddle.seed(seed)
+    model = create(cfg.architecture)
+    model.eval()
+    model.convert_to_deploy()
+    return cfg, model
+
+
+@pytest.fixture(scope="module")
+def split_dir(tmp_path_factory):
+    from ppdet_ext.registry import reset_global_config
+    reset_global_config()
+    cfg, model = _model("discrete")
+    out = str(tmp_path_factory.mktemp("rtdetr_split") / "export")
+    export_rtdetr_split(cfg, out, model=model, input_shape=(SIZE, SIZE))
+    reset_global_config()
+    return model, out
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    return np.random.RandomState(0).rand(2, 3, SIZE, SIZE).astype("float32")
+
+
+def test_npu_graphs_have_no_forbidden_ops(split_dir):
+    _, out = split_dir
+    for name in ("encoder.onnx", "decoder.onnx"):
+        m = onnx.load(os.path.join(out, name))
+        ops = {n.op_type for n in m.graph.node}
+        assert not ops & set(FORBIDDEN_NPU_OPS), (name, sorted(ops & set(FORBIDDEN_NPU_OPS)))
+        assert {"GridSample", "TopK", "GatherND", "Range"}.isdisjoint(ops)
+        for v in list(m.graph.input) + list(m.graph.output):  # fully static shapes
+            assert all(d.dim_value > 0 for d in v.type.tensor_type.shape.dim), v.name
+    assert "Gather" in {n.op_type for n in onnx.load(os.path.join(out, "decoder.onnx")).graph.node}
+    assert check_npu_graph(os.path.join(out, "model.onnx")) == ["TopK"]  # the unsplit graph
+
+
+def test_split_metadata(split_dir):
+    _, out = split_dir
+    meta = load_meta(out)
+    assert meta.input_shape == (1, 3, SIZE, SIZE)
+    assert meta.post.type == "topk"
+    from deploy.backends.rknn import split_config
+    cfg = split_config(out)
+    assert cfg["num_queries"] == 30 and cfg["sampling"] == ["discrete"]
+    assert cfg["decoder_input_shapes"][0] == [1, 30, 64]
+
+
+def test_split_equals_unsplit(split_dir, inputs):
+    _, out = split_dir
+    pipe = onnxruntime_split_pipeline(out)
+    ort = create_backend(out, "onnxruntime", {"threads": 1})
+    meta = load_meta(out)
+    for i in range(len(inputs)):
+        x = inputs[i:i + 1]
+        a, b = pipe(x), ort.infer(x)
+        np.testing.assert_allclose(a[0], b[0], atol=1e-5)
+        np.testing.assert_allclose(a[1], b[1], atol=1e-4)
+        da = postprocess_batch(a, meta.output_names, meta.post, [(1.0, 1.0)], [(SIZE, SIZE)])
+        db = postprocess_batch(b, meta.output_names, meta.post, [(1.0, 1.0)], [(SIZE, SIZE)])
+        np.testing.assert_allclose(da[0], db[0], atol=1e-4)
+
+
+def test_discrete_engines_close_to_dygraph(split_dir, inputs):
+    model, out = split_dir
+    x = inputs[:1]
+    with paddle.no_grad():
+        ref = [t.numpy() for t in adapters.raw_outputs(model, paddle.to_tensor(x))]
+    for name in ("onnxruntime", "paddle-cpu"):
+        got = create_backend(out, name, {"threads": 1}).infer(x)
+        assert np.abs(got[0] - ref[0]).max() < 0.05
+        assert np.abs(got[1] - ref[1]).max() < 1.0
+
+
+def test_default_sampling_onnx_parity(tmp_path, inputs):
+    from ppdet_ext.registry import reset_global_config
+    reset_global_config()
+    cfg, model = _model("default")
+    out = str(tmp_path / "default")
+    export_model(cfg, out, model=model, input_shape=[SIZE, SIZE], batch_size=1)
+    reset_global_config()
+    export_onnx(out)
+    ops = {n.op_type for n in onnx.load(os.path.join(out, "model.onnx")).graph.node}
+    assert "GridSample" in ops and onnx.load(os.path.join(out, "model.onnx")).opset_import[0].version >= 16
+    x = inputs[:1]
+    with paddle.no_grad():
+        ref = [t.numpy() for t in adapters.raw_outputs(model, paddle.to_tensor(x))]
+    got = create_backend(out, "onnxruntime", {"threads": 1}).infer(x)
+    assert np.abs(got[0] - ref[0]).max() <= 1e-5
+    assert np.abs(got[1] - ref[1]).max() <= 1e-3
+    with pytest.raises(ExportError, match="discrete"):
+        export_rtdetr_split(cfg, str(tmp_path / "refused"), model=model, input_shape=(SIZE, SIZE))
+
+
+def test_select_queries_is_topk_gather():
+    rng = np.random.RandomState(0)
+    s, mem, coord = rng.randn(2, 50), rng.randn(2, 50, 8), rng.randn(2, 50, 4)
+    t, r = select_queries(s, mem, coord, 5)
+    for b in range(2):
+        idx = np.argsort(-s[b])[:5]
+        np.testing.assert_array_equal(t[b], mem[b, idx])
+        np.testing.assert_array_equal(r[b], coord[b, idx])
+
+
+def test_split_refuses_non_detr(tmp_path):
+    from gfl_helpers import write_test_config
+    from ppdet_ext.engine.config import load_config
+    from ppdet_ext.export import build_model
+    from ppdet_ext.registry import reset_global_config
+    reset_global_config()
+    cfg, _ = load_config(write_test_config(tmp_path))
+    with pytest.raises(ExportError, match="RT-DETR only"):
+        export_rtdetr_split(cfg, str(tmp_path / "x"), model=build_model(cfg))
+    reset_global_config()

@@ -1,0 +1,139 @@
+"""Convert an ONNX export directory to RKNN (rknn-toolkit2 2.5.0, rk3588) and report its ops.
+
+Needs the optional .venv-rknn (bash scripts/setup_rknn_env.sh); this CLI runs in the core venv
+and drives rknn-toolkit2 in a worker process under that venv. The export dir must hold a
+fixed-shape model.onnx: tools/export_model.py --input_shape H W --batch_size 1, then
+tools/export_onnx.py (which folds the shape arithmetic of a fixed-shape graph).
+
+Writes into --output_dir: model.rknn (a split RT-DETR: model_encoder.rknn + model_decoder.rknn),
+infer_cfg.yml (copied; the runner's metadata),
+build_<quant>.log (rknn's own log, with its layer table), op_report.json / op_report.md (which layers
+run on the NPU and which fall back to the CPU, with the command that built them), and with
+--eval_ann the COCO AP of the PC simulator on those images (eval.json).
+
+--quant int8 / hybrid calibrate on --calib: a folder of images (preprocessed exactly like
+inference, --calib_images of them, seeded) or a ready dataset.txt of .npy inputs. Calibrate
+on images that are not in the evaluation set.
+"""
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+
+import deploy  # noqa: F401  (zlib first)
+from deploy.backends.rknn import (DETR_DISABLE_RULES, QUANT_MODES, op_report_markdown,
+                                  unavailable_reason)
+
+EXAMPLES = [
+    "python tools/convert_rknn.py output/onnx_rknn/picodet_s_416_b1 --quant fp16 "
+    "--output_dir output/rknn/picodet_s_416_fp16",
+    "python tools/convert_rknn.py output/onnx_rknn/picodet_s_416_b1 --quant int8 "
+    "--calib ../shared/data/coco_bench600/images --calib_images 100 "
+    "--output_dir output/rknn/picodet_s_416_int8 "
+    "--eval_ann ../shared/data/coco_val158/annotations/instances_val158.json",
+    "python tools/convert_rknn.py output/onnx_rknn/rtdetr_npu --quant hybrid --detr "
+    "--float_ops Softmax MatMul --calib ../shared/data/coco_bench600/images "
+    "--output_dir output/rknn/rtdetr_hybrid",
+]
+
+
+def convert(model_dir, output_dir, *, quant="fp16", calib=None, calib_images=100,
+            float_ops=("Softmax",), disable_rules=(), quant_algorithm="normal", eval_ann=None, eval_images=None,
+            eval_limit=None, command=""):
+    """Build ``model_dir/model.onnx`` for rk3588, export ``model.rknn``, write the op report.
+
+    Returns:
+        dict: ``ops`` (summary), ``build`` info, and ``eval`` (AP dict) when ``eval_ann``.
+    """
+    from deploy.runner import Runner
+
+    os.makedirs(output_dir, exist_ok=True)
+    shutil.copy(os.path.join(model_dir, "infer_cfg.yml"), os.path.join(output_dir, "infer_cfg.yml"))
+    t = time.perf_counter()
+    runner = Runner(model_dir, backend="rknn-sim", batch_size=1, backend_options={
+        "quant": quant, "calib": calib, "calib_images": calib_images,
+        "float_ops": tuple(float_ops), "disable_rules": tuple(disable_rules),
+        "quant_algorithm": quant_algorithm,
+        "log_dir": output_dir, "export_path": os.path.join(output_dir, "model.rknn")})
+    backend = runner.backend
+    result = {"model_dir": model_dir, "quant": quant, "command": command,
+              "build": {"wall_s": time.perf_counter() - t,
+                        **{n: w.info for n, w in backend.workers.items()}},
+              "ops": backend.ops, "ops_per_graph": backend.op_reports}
+    try:
+        name = os.path.basename(os.path.normpath(model_dir))
+        with open(os.path.join(output_dir, "op_report.md"), "w") as f:
+            for graph, ops in backend.op_reports.items():
+                label = "" if graph == "model" else f" — {graph} graph"
+                q = "fp16" if graph == "decoder" else quant
+                f.write(op_report_markdown(ops, f"{name}{label} ({q}, rk3588)", command) + "\n")
+        if eval_ann:
+            from deploy.coco_eval import coco_ap, image_paths
+
+            images = eval_images or os.path.join(os.path.dirname(os.path.dirname(eval_ann)), "images")
+            paths = image_paths(eval_ann, images)[:eval_limit]
+            t = time.perf_counter()
+            rep = runner.run(paths)
+            ap = coco_ap(rep.results, eval_ann, category_ids=runner.meta.category_ids)
+            result["eval"] = {**ap, "images": len(paths), "errors": len(rep.errors),
+                              "wall_s": time.perf_counter() - t}
+            with open(os.path.join(output_dir, "eval.json"), "w") as f:
+                json.dump(result["eval"], f, indent=2)
+    finally:
+        runner.close()
+    with open(os.path.join(output_dir, "op_report.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES))
+    p.add_argument("model_dir", help="export dir with a fixed-shape model.onnx + infer_cfg.yml")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--quant", choices=QUANT_MODES, default="fp16")
+    p.add_argument("--calib", default=None, help="image folder or dataset.txt (int8/hybrid)")
+    p.add_argument("--calib_images", type=int, default=100)
+    p.add_argument("--float_ops", nargs="+", default=["Softmax"],
+                   help="hybrid: ONNX op types kept in fp16 (default: Softmax)")
+    p.add_argument("--quant_algorithm", choices=["normal", "kl_divergence", "mmse"],
+                   default="normal", help="rknn quantized_algorithm (int8/hybrid)")
+    p.add_argument("--disable_rules", nargs="*", default=[],
+                   help="rknn optimizer rules to disable")
+    p.add_argument("--detr", action="store_true",
+                   help=f"add the DETR-family rules to disable: {list(DETR_DISABLE_RULES)}")
+    p.add_argument("--eval_ann", default=None, help="COCO annotations: AP through the simulator")
+    p.add_argument("--eval_images", default=None, help="their images (default: ../images)")
+    p.add_argument("--eval_limit", type=int, default=None)
+    args = p.parse_args(argv)
+    reason = unavailable_reason()
+    if reason:
+        sys.stderr.write(f"convert_rknn: {reason}\n")
+        return 2
+    rules = list(args.disable_rules) + (list(DETR_DISABLE_RULES) if args.detr else [])
+    command = "python tools/convert_rknn.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    try:
+        res = convert(args.model_dir, args.output_dir, quant=args.quant, calib=args.calib,
+                      calib_images=args.calib_images, float_ops=args.float_ops,
+                      disable_rules=rules, quant_algorithm=args.quant_algorithm,
+                      eval_ann=args.eval_ann, eval_images=args.eval_images,
+                      eval_limit=args.eval_limit, command=command)
+    except (RuntimeError, ValueError, FileNotFoundError, TimeoutError) as e:
+        sys.stderr.write(f"convert_rknn: {e}\n")
+        return 1
+    ops = res["ops"]
+    rknn_files = sorted(f for f in os.listdir(args.output_dir) if f.endswith(".rknn"))
+    print(f"wrote {rknn_files} in {args.output_dir}: {ops['npu_layers']} NPU / "
+          f"{ops['cpu_layers']} CPU layers; CPU ops {ops['cpu_ops']}")
+    if "eval" in res:
+        print(f"simulator AP {res['eval']['AP']:.4f} AP50 {res['eval']['AP50']:.4f} "
+              f"on {res['eval']['images']} images")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
