@@ -94,3 +94,21 @@ def test_matmul_v2_scale_fuse_pass_breaks_gfl_boxes_on_this_paddle(exported):
         ref = adapters.raw_outputs(model, paddle.to_tensor(image))[1].numpy()
     got = _run(_predictor(out, delete_bad_pass=False), image)[1]
     assert np.abs(ref - got).max() > 1.0
+
+
+@pytest.mark.parametrize("mkldnn", [False, True])
+def test_deploy_paddle_backend_matches_dygraph(exported, mkldnn):
+    # the deploy runner's own predictor config (pass deletion must come last in it)
+    from deploy.formats import create_backend
+    from deploy.backends.base import ShapeRange
+    model, out, _ = exported
+    image = np.random.RandomState(1).randn(2, 3, 128, 192).astype("float32")
+    with paddle.no_grad():
+        ref = [t.numpy() for t in adapters.raw_outputs(model, paddle.to_tensor(image))]
+    backend = create_backend(out, "paddle-cpu", {"threads": 2, "mkldnn": mkldnn})
+    backend.prepare(ShapeRange.from_shapes([(2, 128, 192)]))
+    got = backend.infer(image)
+    backend.close()
+    tol = 1e-4 if mkldnn else SCORE_TOL
+    assert np.abs(ref[0] - got[0]).max() <= tol
+    assert np.abs(ref[1] - got[1]).max() <= (1e-2 if mkldnn else BOX_TOL)

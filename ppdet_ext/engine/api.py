@@ -175,7 +175,7 @@ def infer(cfg, *, weights, inputs, output_dir, threshold=0.5):
             bbox, n = predictor(rgb)
         except ImageReadError as e:
             logger.error(f"skipped {e}")
-            errors.append({"file": path, "problem": e.problem})
+            errors.append({"file": path, "problem": e.reason})
             continue
         except Exception as e:  # a model failure on one image must not lose the others
             logger.error(f"skipped {path}: inference failed: {e}")

@@ -1,0 +1,107 @@
+"""The batch-size sweep API and CLI (deploy/benchmark.py, tools/sweep.py) on the tiny fixture,
+plus (slow, needs ../shared/data) the real PicoDet-S check against its known COCO AP."""
+import csv
+import json
+import os
+
+import pytest
+
+import deploy  # noqa: F401
+from deploy.benchmark import ratios, run_sweep
+from deploy.sweep_report import format_table, write_all
+from deploy_fixtures import COCO_MINI, PICODET_ONNX, build_picodet_onnx_export, build_tiny_export
+
+ANN = os.path.join(COCO_MINI, "annotations", "instances_val.json")
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    return build_tiny_export(str(tmp_path_factory.mktemp("tinys") / "export"))
+
+
+def test_run_sweep_rows_and_files(export_dir, tmp_path):
+    from deploy.coco_eval import image_paths
+
+    images = image_paths(ANN, os.path.join(COCO_MINI, "images"))[:10]
+    result = run_sweep(export_dir, images, batch_sizes=(1, 4), policies=("none", "shape"),
+                       backend_options={"paddle-cpu": {"threads": 1}}, eval_ann=ANN,
+                       eval_images=images)
+    rows = result["rows"]
+    assert [(r["policy"], r["batch_size"]) for r in rows] == [("none", 1), ("shape", 1), ("none", 4), ("shape", 4)]
+    for r in rows:
+        assert r["images_ok"] == 10 and r["images_per_s"] > 0 and r["rss_peak_mb"] > 0
+        assert r["match_unmatched"] == 0  # same detections as none/bs=1
+        assert 0 <= r["waste_pct"] < 100
+        for k in ("batch_latency_p50_ms", "batch_latency_p99_ms", "image_latency_p90_ms"):
+            assert r[k] > 0
+        assert "AP" in r
+    assert len({r["AP"] for r in rows}) == 1  # nothing changed across configurations
+    env = result["env"]
+    for k in ("paddle", "onnxruntime", "numpy", "cv2", "cpu_count", "python"):
+        assert k in env
+    assert set(ratios(rows, 4)) == {"paddle-cpu/shape"}
+    paths = write_all(str(tmp_path / "sweep"), result, "test")
+    with open(paths["csv"]) as f:
+        assert len(list(csv.DictReader(f))) == 4
+    assert json.load(open(paths["json"]))["rows"][0]["policy"] == "none"
+    assert os.path.getsize(paths["png"]) > 1000
+    assert "images_per_s" in format_table(rows)
+
+
+def test_cli_writes_outputs(export_dir, tmp_path, capsys):
+    from tools.sweep import main
+
+    out = str(tmp_path / "cli")
+    rc = main(["--model", export_dir, "--images", os.path.join(COCO_MINI, "images"), "--limit", "6",
+               "--batch-sizes", "1", "2", "--policies", "none", "buckets", "--threads", "1",
+               "--no-progress", "--out", out])
+    assert rc == 0
+    for ext in ("csv", "json", "png"):
+        assert os.path.isfile(f"{out}.{ext}")
+    data = json.load(open(f"{out}.json"))
+    assert data["command"].startswith("python tools/sweep.py --model")
+    assert "images_per_s" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_real_picodet_onnx_reaches_known_ap(tmp_path, shared_data):
+    """Decode + NMS + COCO eval reproduce the known AP 0.335 of PicoDet-S 416 on coco_val158."""
+    from deploy.coco_eval import coco_ap, image_paths
+    from deploy.runner import Runner
+
+    if not os.path.isfile(PICODET_ONNX):
+        pytest.skip(f"{PICODET_ONNX} not found")
+    d = build_picodet_onnx_export(str(tmp_path / "pico"))
+    ann = os.path.join(shared_data, "coco_val158", "annotations", "instances_val158.json")
+    paths = image_paths(ann, os.path.join(shared_data, "coco_val158", "images"))
+    rep = Runner(d, backend="onnxruntime", batch_size=4, policy="buckets").run(paths)
+    assert rep.errors == []
+    ap = coco_ap(rep.results, ann)["AP"]
+    assert ap == pytest.approx(0.335, abs=0.002)
+
+
+def test_plan_only_needs_no_model_run(export_dir, tmp_path):
+    from tools.sweep import main
+
+    out = str(tmp_path / "plan")
+    assert main(["--plan-only", "--model", export_dir, "--images", os.path.join(COCO_MINI, "images"),
+                 "--batch-sizes", "1", "8", "--out", out]) == 0
+    rows = json.load(open(f"{out}.json"))["rows"]
+    by = {(r["policy"], r["batch_size"]): r["waste_pct"] for r in rows}
+    assert by[("none", 1)] == by[("shape", 8)]  # shape pads like bs=1
+    assert by[("buckets", 8)] < by[("none", 8)]
+
+
+def test_infer_deploy_cli(export_dir, tmp_path):
+    from deploy_fixtures import coco_mini_images, write_bad_images
+    from tools.infer_deploy import main
+
+    bad = write_bad_images(str(tmp_path / "bad"))
+    out = str(tmp_path / "dets.json")
+    args = ["--model", export_dir, "--images", *coco_mini_images(3), bad["corrupt"], "--batch-size", "2",
+            "--threads", "1", "--out", out]
+    assert main(args) == 0
+    recs = json.load(open(out))
+    assert [r["file"] for r in recs][-1] == bad["corrupt"] and recs[-1]["error"]
+    assert all(r["error"] is None for r in recs[:3]) and any(r["detections"] for r in recs[:3])
+    assert main(args + ["--strict"]) == 1
