@@ -1,0 +1,102 @@
+"""FP32 vs INT8 on the same machine in one process: COCO AP and images/s, interleaved.
+
+Every setting is a ``(label, export_dir, backend, options)``; all are loaded first, then
+each round runs them one after the other on the same images, so a background load hits
+them alike. Speed ratios are taken within a round; report them, not absolute times.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+from .int8_runtime import make_runner
+
+
+@dataclass
+class Setting:
+    label: str
+    model_dir: str
+    backend: str = "paddle-cpu"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+def output_correlation(ref_runner, runner, batches: Sequence[np.ndarray]) -> Dict[str, float]:
+    """Pearson correlation of raw graph outputs (per output, all batches concatenated)."""
+    out = {}
+    refs = [ref_runner.backend.infer(x) for x in batches]
+    gots = [runner.backend.infer(x) for x in batches]
+    for i in range(len(refs[0])):
+        r = np.concatenate([np.asarray(o[i], np.float64).ravel() for o in refs])
+        g = np.concatenate([np.asarray(o[i], np.float64).ravel() for o in gots])
+        out[f"corr_{i}"] = float(np.corrcoef(r, g)[0, 1])
+    return out
+
+
+def compare(settings: Sequence[Setting], *, eval_images: Sequence[str], ann_file: Optional[str],
+            time_images: Sequence[str], rounds: int = 3, threads: int = 0,
+            corr_batches: Sequence[np.ndarray] = (), log=print) -> List[Dict[str, Any]]:
+    """AP (once, on ``eval_images``) and images/s (median of ``rounds`` interleaved runs
+    over ``time_images``) per setting; ``speedup`` is relative to the first setting within
+    each round (median over rounds)."""
+    from deploy.coco_eval import coco_ap
+
+    runners = []
+    for s in settings:
+        opts = dict(s.options)
+        if threads and s.backend.startswith(("paddle-cpu", "onnxruntime")):
+            opts.setdefault("threads", threads)
+        r = make_runner(s.model_dir, s.backend, opts, batch_size=1)
+        r.warmup(time_images[:1])
+        runners.append(r)
+    rows = [{"label": s.label, "model_dir": s.model_dir, "backend": s.backend,
+             "options": dict(s.options), "backend_desc": r.backend.describe()}
+            for s, r in zip(settings, runners)]
+    if corr_batches:
+        for row, r in zip(rows, runners):
+            row.update(output_correlation(runners[0], r, corr_batches))
+    if ann_file:
+        for row, r in zip(rows, runners):
+            t = time.perf_counter()
+            rep = r.run(eval_images)
+            row.update(coco_ap(rep.results, ann_file, category_ids=r.meta.category_ids))
+            row["eval_images"] = rep.images_ok
+            row["eval_errors"] = len(rep.errors)
+            log(f"[AP] {row['label']}: AP {row['AP']:.4f} ({time.perf_counter() - t:.0f}s)")
+    per_round: List[List[float]] = []
+    for rnd in range(rounds):
+        ips = []
+        for row, r in zip(rows, runners):
+            rep = r.run(time_images)
+            infer = sum(b.infer_s for b in rep.timings)
+            ips.append((rep.images_per_s, rep.images_ok / infer if infer else 0.0))
+        per_round.append(ips)
+        log(f"[speed] round {rnd}: " + ", ".join(f"{row['label']} {v[0]:.2f} img/s"
+                                                 for row, v in zip(rows, ips)))
+    for k, row in enumerate(rows):
+        row["images_per_s_runs"] = [p[k][0] for p in per_round]
+        row["images_per_s"] = statistics.median(row["images_per_s_runs"])
+        row["infer_only_images_per_s"] = statistics.median([p[k][1] for p in per_round])
+        row["speedup_vs_first"] = statistics.median([p[k][0] / p[0][0] for p in per_round])
+        row["infer_speedup_vs_first"] = statistics.median([p[k][1] / p[0][1] for p in per_round])
+        row["time_images"] = len(time_images)
+        row["rounds"] = rounds
+    for r in runners:
+        r.close()
+    return rows
+
+
+def to_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    head = ("| setting | backend | AP | AP50 | images/s | speed vs first | infer-only speed vs first "
+            "| corr(scores) |\n|---|---|---|---|---|---|---|---|\n")
+    body = ""
+    for r in rows:
+        ap = f"{r['AP']:.4f}" if "AP" in r else "–"
+        ap50 = f"{r['AP50']:.4f}" if "AP50" in r else "–"
+        corr = f"{r['corr_0']:.4f}" if "corr_0" in r else "–"
+        body += (f"| {r['label']} | {r['backend']} | {ap} | {ap50} | {r['images_per_s']:.2f} | "
+                 f"{r['speedup_vs_first']:.2f}x | {r['infer_speedup_vs_first']:.2f}x | {corr} |\n")
+    return head + body

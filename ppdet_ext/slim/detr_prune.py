@@ -1,0 +1,223 @@
+"""RT-DETRv2 slimming: fewer decoder layers at inference, and structured pruning with
+weight transfer from the full model.
+
+* **Truncation** (no retraining): ``eval_idx = k - 1`` runs decoder layers ``0..k-1`` and
+  reads layer ``k-1``'s heads (RT-DETR trains every layer's heads, so each is a detector);
+  ``convert_to_deploy()`` then drops the rest from the graph.
+* **Pruning** (then fine-tune): a smaller model is built from the same config with
+  ``ExtRTDETRDecoder.num_layers`` / ``dim_feedforward`` and ``ExtHybridEncoder.dim_feedforward``
+  overridden, and every parameter is copied from the full model: identical shapes as they
+  are; FFN ``linear1``/``linear2`` keep the hidden channels with the largest L1 norm
+  (``|W1[:, j]|_1 + |W2[j, :]|_1``, in their original order); decoder layer lists keep the
+  first ``num_layers`` entries.
+
+Attention-head pruning is not done: paddle's ``nn.MultiHeadAttention`` ties the projection
+width to ``embed_dim`` (fewer heads would only change the head size), and the deformable
+cross-attention packs heads into its offset/weight projections; both need a custom layer.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import paddle
+
+
+@dataclass(frozen=True)
+class PruneSpec:
+    """A slimmed RT-DETRv2 shape; ``None`` keeps the full model's value.
+
+    Attributes:
+        dec_layers: Decoder layers kept (the first ones).
+        dec_ffn: Decoder FFN hidden width.
+        enc_ffn: Encoder (AIFI) FFN hidden width.
+        eval_idx: Inference-only truncation: last decoder layer run (no weight change).
+    """
+
+    dec_layers: Optional[int] = None
+    dec_ffn: Optional[int] = None
+    enc_ffn: Optional[int] = None
+    eval_idx: Optional[int] = None
+
+    @property
+    def label(self) -> str:
+        parts = [f"{k}={v}" for k, v in asdict(self).items() if v is not None]
+        return ",".join(parts) or "full"
+
+    def overrides(self) -> List[str]:
+        """``-o`` style config overrides building the pruned architecture."""
+        o = []
+        if self.dec_layers is not None:
+            o.append(f"ExtRTDETRDecoder.num_layers={self.dec_layers}")
+        if self.dec_ffn is not None:
+            o.append(f"ExtRTDETRDecoder.dim_feedforward={self.dec_ffn}")
+        if self.enc_ffn is not None:
+            o.append(f"ExtHybridEncoder.dim_feedforward={self.enc_ffn}")
+        if self.eval_idx is not None:
+            o.append(f"ExtRTDETRDecoder.eval_idx={self.eval_idx}")
+        return o
+
+
+_FFN1 = re.compile(r"^(.*)\.linear1\.(weight|bias)$")
+_FFN2 = re.compile(r"^(.*)\.linear2\.weight$")
+
+
+def ffn_keep_indices(full_sd: Dict[str, np.ndarray], prefix: str, width: int) -> np.ndarray:
+    """Hidden channels of the FFN at ``prefix`` to keep: top-``width`` by L1 norm, sorted."""
+    w1 = full_sd[f"{prefix}.linear1.weight"]          # paddle Linear: [in, out]
+    w2 = full_sd[f"{prefix}.linear2.weight"]          # [hidden, d_model]
+    score = np.abs(w1).sum(axis=0) + np.abs(w2).sum(axis=1)
+    return np.sort(np.argsort(-score, kind="stable")[:width])
+
+
+def transfer_weights(full_sd: Dict[str, np.ndarray], small_model) -> Dict[str, Any]:
+    """Load ``full_sd`` (numpy state dict of the full model) into ``small_model``.
+
+    Returns ``{"copied": n, "sliced": n, "missing": [...]}``; raises on a shape that no rule
+    explains (so a silent partial load cannot happen).
+    """
+    small_sd = small_model.state_dict()
+    new, sliced, missing = {}, 0, []
+    keep_cache: Dict[str, np.ndarray] = {}
+    for name, p in small_sd.items():
+        shape = tuple(p.shape)
+        if name not in full_sd:
+            missing.append(name)
+            continue
+        src = full_sd[name]
+        if tuple(src.shape) == shape:
+            new[name] = src
+            continue
+        m1, m2 = _FFN1.match(name), _FFN2.match(name)
+        prefix = (m1 or m2).group(1) if (m1 or m2) else None
+        if prefix is None:
+            raise ValueError(f"{name}: full {src.shape} vs pruned {shape}, no transfer rule")
+        if prefix not in keep_cache:
+            width = small_sd[f"{prefix}.linear1.bias"].shape[0]
+            keep_cache[prefix] = ffn_keep_indices(full_sd, prefix, width)
+        idx = keep_cache[prefix]
+        if m1 and m1.group(2) == "weight":
+            new[name] = src[:, idx]
+        elif m1:
+            new[name] = src[idx]
+        else:
+            new[name] = src[idx, :]
+        sliced += 1
+    if missing:
+        raise ValueError(f"pruned model has parameters the full one lacks: {missing[:5]}")
+    small_model.set_state_dict({k: paddle.to_tensor(v) for k, v in new.items()})
+    return {"copied": len(new) - sliced, "sliced": sliced, "missing": missing}
+
+
+def build(config: str, spec: PruneSpec, *, weights: Optional[str] = None,
+          full_sd: Optional[Dict[str, np.ndarray]] = None, extra_overrides: Sequence[str] = ()):
+    """Build the ``spec`` model of ``config``; weights from ``full_sd`` (pruning) or
+    ``weights`` (a checkpoint of exactly this shape). Returns ``(model, cfg, transfer)``."""
+    from ppdet.core.workspace import create
+    from ppdet.utils.checkpoint import load_weight
+
+    from ppdet_ext.engine.config import load_config
+
+    cfg, _ = load_config(config, list(extra_overrides) + spec.overrides())
+    model = create(cfg["architecture"])
+    info: Dict[str, Any] = {}
+    if full_sd is not None:
+        info = transfer_weights(full_sd, model)
+    elif weights:
+        load_weight(model, weights)
+    model.eval()
+    return model, cfg, info
+
+
+def params_of(model) -> int:
+    return sum(int(np.prod(p.shape)) for n, p in model.named_parameters()
+               if not n.endswith(("_mean", "_variance")))
+
+
+def macs_of(model, hw: Tuple[int, int]) -> int:
+    """Conv + matmul multiply-accumulates of ``export_raw`` at ``[1, 3, H, W]``."""
+
+    class _F(paddle.nn.Layer):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, image):
+            return self.inner.export_raw(image)
+
+    spec = [paddle.static.InputSpec([1, 3, hw[0], hw[1]], "float32", "image")]
+    prog = paddle.jit.to_static(_F(model), input_spec=spec, full_graph=True) \
+        .forward.concrete_program.main_program
+    total = 0
+    for block in prog.blocks:
+        for op in block.ops:
+            def shp(slot, out=False):
+                return list(block._var_recursive((op.output if out else op.input)(slot)[0]).shape)
+            if op.type in ("conv2d", "depthwise_conv2d"):
+                k = shp("Filter")
+                total += int(np.prod(shp("Output", True))) * k[1] * k[2] * k[3]
+            elif op.type in ("matmul_v2", "matmul"):
+                x = shp("X")
+                tx = op.attr("trans_x") if op.has_attr("trans_x") else False
+                total += int(np.prod(shp("Out", True))) * int(x[-2] if tx else x[-1])
+    return total
+
+
+def evaluate_settings(config: str, weights: str, specs: Sequence[PruneSpec], images: Sequence[np.ndarray],
+                      *, rounds: int = 3, hw: Tuple[int, int] = (256, 256)) -> List[Dict[str, Any]]:
+    """Params, GMACs, dygraph CPU latency (interleaved medians) and output agreement with
+    the full model (score correlation, mean |box| difference in px) per setting."""
+    from ppdet.utils.checkpoint import load_weight  # noqa: F401
+
+    full, _, _ = build(config, PruneSpec(), weights=weights)
+    full_sd = {k: v.numpy() for k, v in full.state_dict().items()}
+    full.convert_to_deploy()
+    models = [("full", full, {})]
+    for s in specs:
+        if s.dec_layers is None and s.dec_ffn is None and s.enc_ffn is None:
+            m, _, info = build(config, s, weights=weights)
+        else:
+            m, _, info = build(config, s, full_sd=full_sd)
+        m.convert_to_deploy()
+        models.append((s.label, m, info))
+    xs = [paddle.to_tensor(x) for x in images]
+    outs = {}
+    with paddle.no_grad():
+        for label, m, _ in models:
+            outs[label] = [[o.numpy() for o in m.export_raw(x)] for x in xs]
+    times = {label: [] for label, _, _ in models}
+    with paddle.no_grad():
+        for _ in range(rounds):
+            for label, m, _ in models:
+                t = time.perf_counter()
+                for x in xs:
+                    m.export_raw(x)
+                times[label].append((time.perf_counter() - t) / len(xs))
+    rows = []
+    ref = outs["full"]
+    for label, m, info in models:
+        s = np.concatenate([o[0].ravel() for o in outs[label]])
+        r = np.concatenate([o[0].ravel() for o in ref])
+        b = np.concatenate([o[1].ravel() for o in outs[label]])
+        rb = np.concatenate([o[1].ravel() for o in ref])
+        rows.append({"setting": label, "params": params_of(m), "gmacs": macs_of(m, hw) / 1e9,
+                     "latency_ms": 1e3 * float(np.median(times[label])),
+                     "latency_vs_full": float(np.median(times[label]) / np.median(times["full"])),
+                     "score_corr_vs_full": float(np.corrcoef(s, r)[0, 1]),
+                     "box_mad_px_vs_full": float(np.abs(b - rb).mean()),
+                     "transfer": {k: v for k, v in info.items() if k != "missing"}})
+    return rows
+
+
+def save_pruned(config: str, weights: str, spec: PruneSpec, out_path: str) -> Dict[str, Any]:
+    """Build the pruned model with transferred weights and save ``out_path.pdparams``
+    (the ``pretrain_weights`` of a fine-tune run with ``spec.overrides()``)."""
+    full, _, _ = build(config, PruneSpec(), weights=weights)
+    full_sd = {k: v.numpy() for k, v in full.state_dict().items()}
+    small, _, info = build(config, spec, full_sd=full_sd)
+    paddle.save(small.state_dict(), out_path + ".pdparams")
+    return {"spec": asdict(spec), "overrides": spec.overrides(), "params": params_of(small),
+            "params_full": params_of(full), **{k: v for k, v in info.items() if k != "missing"}}
