@@ -61,18 +61,8 @@ def test_discrete_freezes_offsets_and_trains_the_rest():
 
 
 def _static_op_types(model, hw):
-    class Fwd(paddle.nn.Layer):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, image):
-            return self.inner.export_raw(image)
-
-    model.eval()
-    spec = [paddle.static.InputSpec([1, 3, *hw], 'float32', 'image')]
-    static = paddle.jit.to_static(Fwd(model), input_spec=spec, full_graph=True)
-    program = static.forward.concrete_program.main_program
+    from ppdet_ext.export.exporter import static_program
+    program = static_program(model, [1, 3, *hw])
     return {op.type for blk in program.blocks for op in blk.ops}
 
 

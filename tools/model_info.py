@@ -1,11 +1,6 @@
 """Print parameter counts and GFLOPs of detection configs at a fixed input size.
 
-FLOPs = 2 x multiply-accumulates (the convention of the published RT-DETR table),
-counted on the static graph of the inference forward (``export_raw``), per op, for
-``conv2d``/``depthwise_conv2d`` (out elements x Cin/groups x kh x kw) and
-``matmul``/``matmul_v2`` (out elements x reduced dim). Element-wise ops, norms,
-softmax and the sampling ops are left out (well under 1% of the total here).
-Parameters exclude BatchNorm running statistics.
+How FLOPs and parameters are counted: ``ppdet_ext/export/model_stats.py``.
 
 Examples:
     python tools/model_info.py -c configs/rtdetrv2/rtdetrv2_r18vd_120e_coco.yml
@@ -16,65 +11,10 @@ import argparse
 import sys
 
 import ppdet_ext  # noqa: F401  (zlib before paddle; registers our modules)
-import paddle
 from ppdet.core.workspace import create
 
 from ppdet_ext.engine.config import load_config
-
-_STAT_SUFFIXES = ('_mean', '_variance')
-
-
-def count_params(model):
-    """Number of parameters of ``model`` without BatchNorm running statistics."""
-    return sum(int(p.numel()) for n, p in model.named_parameters()
-               if not n.endswith(_STAT_SUFFIXES))
-
-
-def _prod(shape):
-    out = 1
-    for s in shape:
-        out *= int(s)
-    return out
-
-
-def _op_macs(op, block):
-    def shape(slot):
-        return list(block._var_recursive(op.input(slot)[0] if slot in op.input_names
-                                         else op.output(slot)[0]).shape)
-    if op.type in ('conv2d', 'depthwise_conv2d'):
-        out = shape('Output')
-        k = shape('Filter')                  # [Cout, Cin/groups, kh, kw]
-        return _prod(out) * k[1] * k[2] * k[3]
-    if op.type in ('matmul_v2', 'matmul'):
-        x = shape('X')
-        out = shape('Out')
-        trans_x = op.attr('trans_x') if op.has_attr('trans_x') else op.attr('transpose_X')
-        reduced = x[-2] if (trans_x and len(x) > 1) else x[-1]
-        return _prod(out) * int(reduced)
-    return 0
-
-
-def count_macs(model, height, width):
-    """Multiply-accumulates of ``model.export_raw`` on a ``[1, 3, height, width]`` input."""
-
-    class _Forward(paddle.nn.Layer):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, image):
-            return self.inner.export_raw(image)
-
-    model.eval()
-    spec = [paddle.static.InputSpec([1, 3, height, width], 'float32', 'image')]
-    static = paddle.jit.to_static(_Forward(model), input_spec=spec, full_graph=True)
-    program = static.forward.concrete_program.main_program
-    total = 0
-    for block in program.blocks:
-        for op in block.ops:
-            total += _op_macs(op, block)
-    return total
-
+from ppdet_ext.export.model_stats import count_macs, count_params
 
 def model_info(config, height=640, width=640, flops=True):
     """``{'config', 'params', 'gflops'}`` for one config (``gflops`` None if not counted)."""

@@ -27,6 +27,16 @@ class _RawExport(paddle.nn.Layer):
         return adapters.raw_outputs(self.model, image)
 
 
+def static_program(model, shape, *, topk=False):
+    """The static (``to_static``) main program of ``model``'s deploy forward at ``shape``:
+    what export saves, for op inspection (e.g. "no grid_sample") and cost counting."""
+    model.eval()
+    static = paddle.jit.to_static(_RawExport(model, topk),
+                                  input_spec=[InputSpec(list(shape), "float32", "image")],
+                                  full_graph=True)
+    return static.forward.concrete_program.main_program
+
+
 def resolve_input_shape(cfg, input_shape=None, batch_size=-1):
     """``[B, 3, H, W]`` with -1 for dynamic dims.
 

@@ -25,6 +25,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import paddle
 
+from ppdet_ext.export.model_stats import count_macs
+
 
 @dataclass(frozen=True)
 class PruneSpec:
@@ -138,32 +140,8 @@ def params_of(model) -> int:
 
 
 def macs_of(model, hw: Tuple[int, int]) -> int:
-    """Conv + matmul multiply-accumulates of ``export_raw`` at ``[1, 3, H, W]``."""
-
-    class _F(paddle.nn.Layer):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, image):
-            return self.inner.export_raw(image)
-
-    spec = [paddle.static.InputSpec([1, 3, hw[0], hw[1]], "float32", "image")]
-    prog = paddle.jit.to_static(_F(model), input_spec=spec, full_graph=True) \
-        .forward.concrete_program.main_program
-    total = 0
-    for block in prog.blocks:
-        for op in block.ops:
-            def shp(slot, out=False):
-                return list(block._var_recursive((op.output if out else op.input)(slot)[0]).shape)
-            if op.type in ("conv2d", "depthwise_conv2d"):
-                k = shp("Filter")
-                total += int(np.prod(shp("Output", True))) * k[1] * k[2] * k[3]
-            elif op.type in ("matmul_v2", "matmul"):
-                x = shp("X")
-                tx = op.attr("trans_x") if op.has_attr("trans_x") else False
-                total += int(np.prod(shp("Out", True))) * int(x[-2] if tx else x[-1])
-    return total
+    """Conv + matmul multiply-accumulates of the deploy forward at ``[1, 3, H, W]``."""
+    return count_macs(model, hw[0], hw[1])
 
 
 def evaluate_settings(config: str, weights: str, specs: Sequence[PruneSpec], images: Sequence[np.ndarray],
