@@ -75,18 +75,21 @@ def write_plot(path: str, rows: Sequence[Mapping[str, Any]], title: str = "") ->
     plt.close(fig)
 
 
+def _cells(row: Mapping[str, Any], cols, missing: str) -> List[str]:
+    """One row's values formatted per column (``missing`` for absent values)."""
+    out = []
+    for c, f in cols:
+        v = row.get(c)
+        try:
+            out.append(missing if v is None else f.format(v))
+        except (ValueError, TypeError):
+            out.append(str(v))
+    return out
+
+
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     cols = [(c, f) for c, f in TABLE_COLUMNS if any(c in r for r in rows)]
-    cells = [[c for c, _ in cols]]
-    for r in rows:
-        line = []
-        for c, f in cols:
-            v = r.get(c)
-            try:
-                line.append("-" if v is None else f.format(v))
-            except (ValueError, TypeError):
-                line.append(str(v))
-        cells.append(line)
+    cells = [[c for c, _ in cols]] + [_cells(r, cols, "-") for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(cols))]
     out = ["  ".join(s.rjust(w) for s, w in zip(row, widths)) for row in cells]
     out.insert(1, "  ".join("-" * w for w in widths))
@@ -113,12 +116,5 @@ def format_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     cols = [(c, f) for c, f in TABLE_COLUMNS if any(c in r for r in rows) and c != "backend"]
     out = ["| " + " | ".join(c for c, _ in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        cells = []
-        for c, f in cols:
-            v = r.get(c)
-            try:
-                cells.append("" if v is None else f.format(v))
-            except (ValueError, TypeError):
-                cells.append(str(v))
-        out.append("| " + " | ".join(cells) + " |")
+        out.append("| " + " | ".join(_cells(r, cols, "")) + " |")
     return "\n".join(out)

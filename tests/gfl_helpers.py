@@ -41,3 +41,23 @@ TestReader:
     path = tmp_path / "gfl_test.yml"
     path.write_text(text)
     return str(path)
+
+
+def export_random_tiny_gfl(tmp_path_factory, name, seed):
+    """A seeded random-init tiny GFL, its export dir and the metadata the exporter returned:
+    ``(model, export_dir, meta)``."""
+    import paddle
+    from conftest import REPO
+    from ppdet_ext.engine.config import load_config
+    from ppdet_ext.export import build_model, export_model
+    from ppdet_ext.registry import reset_global_config
+    os.chdir(REPO)
+    reset_global_config()
+    tmp = tmp_path_factory.mktemp(name)
+    cfg, _ = load_config(write_test_config(tmp))
+    paddle.seed(seed)
+    model = build_model(cfg)
+    out = str(tmp / "gfl")
+    meta = export_model(cfg, out, model=model)
+    reset_global_config()
+    return model, out, meta

@@ -6,9 +6,8 @@ import paddle
 import pytest
 import yaml
 
-from gfl_helpers import write_test_config
-from ppdet_ext.engine.config import load_config
-from ppdet_ext.export import adapters, build_model, export_model
+from gfl_helpers import export_random_tiny_gfl
+from ppdet_ext.export import adapters
 
 SCORE_TOL = 1e-5   # sigmoid probabilities
 BOX_TOL = 1e-3     # pixels
@@ -36,18 +35,7 @@ def _run(predictor, image):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    from conftest import REPO
-    from ppdet_ext.registry import reset_global_config
-    os.chdir(REPO)
-    reset_global_config()
-    tmp = tmp_path_factory.mktemp("export")
-    cfg, _ = load_config(write_test_config(tmp))
-    paddle.seed(3)
-    model = build_model(cfg)
-    out = str(tmp / "gfl")
-    meta = export_model(cfg, out, model=model)
-    reset_global_config()
-    return model, out, meta
+    return export_random_tiny_gfl(tmp_path_factory, "export", seed=3)
 
 
 def test_export_files_and_metadata(exported):

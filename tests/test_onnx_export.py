@@ -21,9 +21,8 @@ from deploy.compare import Tolerance, match_detections
 from deploy.formats import create_backend
 from deploy.runner import Runner
 from deploy_fixtures import build_tiny_export, coco_mini_images
-from gfl_helpers import write_test_config
-from ppdet_ext.engine.config import load_config
-from ppdet_ext.export import adapters, build_model, export_model
+from gfl_helpers import export_random_tiny_gfl
+from ppdet_ext.export import adapters
 from ppdet_ext.export.metadata import ExportError
 from ppdet_ext.export.onnx_export import export_onnx, read_onnx_metadata
 
@@ -37,17 +36,7 @@ STRICT = Tolerance(min_score=0.5, score_tol=1e-4, iou_min=0.999, margin=1e-3)
 
 @pytest.fixture(scope="module")
 def gfl(tmp_path_factory):
-    from conftest import REPO
-    from ppdet_ext.registry import reset_global_config
-    os.chdir(REPO)
-    reset_global_config()
-    tmp = tmp_path_factory.mktemp("onnx_gfl")
-    cfg, _ = load_config(write_test_config(tmp))
-    paddle.seed(5)
-    model = build_model(cfg)
-    out = str(tmp / "gfl")
-    export_model(cfg, out, model=model)
-    reset_global_config()
+    model, out, _ = export_random_tiny_gfl(tmp_path_factory, "onnx_gfl", seed=5)
     export_onnx(out)
     return model, out
 
