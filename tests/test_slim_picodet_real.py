@@ -28,7 +28,7 @@ def test_bn_fold_exact_and_ptq_skip8_keeps_detections(picodet_fp32, tmp_path):
     from deploy.meta import load_meta
     from ppdet_ext.slim.bn_fold import fold_batch_norm
     from ppdet_ext.slim.calib import calib_batches, calib_files
-    from ppdet_ext.slim.int8_runtime import make_runner
+    from deploy import Runner
     from ppdet_ext.slim.ptq import PTQConfig, quantize_export
 
     fp32, shared = picodet_fp32
@@ -37,7 +37,7 @@ def test_bn_fold_exact_and_ptq_skip8_keeps_detections(picodet_fp32, tmp_path):
     folded = str(tmp_path / "folded")
     assert len(fold_batch_norm(fp32, folded)) > 100
     xs = list(calib_batches(load_meta(fp32), calib_files(images)[100:102]))
-    a, b = make_runner(fp32, "paddle-cpu"), make_runner(folded, "paddle-cpu")
+    a, b = Runner(fp32, backend="paddle-cpu"), Runner(folded, backend="paddle-cpu")
     for x in xs:
         for o1, o2 in zip(a.backend.infer(x), b.backend.infer(x)):
             np.testing.assert_allclose(o1, o2, rtol=1e-4, atol=1e-3)
@@ -46,6 +46,6 @@ def test_bn_fold_exact_and_ptq_skip8_keeps_detections(picodet_fp32, tmp_path):
     out = str(tmp_path / "int8")
     quantize_export(folded, out, calib_files(images, 16), PTQConfig(algo="avg", calib_images=16,
                                                                     skip_layers=skip))
-    r = make_runner(out, "paddle-cpu-int8")
+    r = Runner(out, backend="paddle-cpu-int8")
     ap = coco_ap(r.run(image_paths(ann, images)).results, ann, category_ids=r.meta.category_ids)
     assert ap["AP"] > 0.15  # measured 0.197 (FP32 0.335): see docs/quantization.md

@@ -12,7 +12,7 @@ from deploy.meta import load_meta
 from deploy_fixtures import COCO_MINI, build_tiny_export
 
 from ppdet_ext.slim.calib import calib_batches, calib_files
-from ppdet_ext.slim.int8_runtime import make_runner
+from deploy import Runner
 
 IMAGES = os.path.join(COCO_MINI, "images")
 
@@ -30,7 +30,7 @@ def _corr(a, b):
 
 
 def _outputs(model_dir, backend, batches):
-    r = make_runner(model_dir, backend, {"threads": 1})
+    r = Runner(model_dir, backend=backend, backend_options={"threads": 1})
     try:
         return [r.backend.infer(x) for x in batches]
     finally:

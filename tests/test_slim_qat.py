@@ -21,7 +21,7 @@ def test_slim_config_rejects_unknown_keys(tmp_path):
 
 def test_qat_trains_and_exports_int8(repo_cwd, tmp_path):
     from ppdet_ext.engine.config import load_config
-    from ppdet_ext.slim.int8_runtime import make_runner
+    from deploy import Runner
     from ppdet_ext.slim.qat import count_quantized, load_slim_config, train_qat
 
     cfg, user = load_config("configs/gfl/gfl_tiny_coco_mini.yml", [
@@ -35,7 +35,7 @@ def test_qat_trains_and_exports_int8(repo_cwd, tmp_path):
     assert os.path.isfile(os.path.join(tmp_path, "gfl_tiny_coco_mini_qat", "model_final.pdparams"))
     x = np.random.RandomState(0).rand(1, 3, 160, 256).astype("float32")
     for backend in ("paddle-cpu", "paddle-cpu-int8"):
-        r = make_runner(out, backend, {"threads": 1})
+        r = Runner(out, backend=backend, backend_options={"threads": 1})
         scores, boxes = r.backend.infer(x)
         r.close()
         assert scores.shape[0] == 1 and scores.shape[2] == 80 and boxes.shape[-1] == 4

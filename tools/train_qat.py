@@ -1,6 +1,6 @@
 """Quantization-aware training: load a config + FP32 weights, insert fake-quant ops
 (configs/slim/qat_*.yml), fine-tune with the usual trainer, export an INT8 graph that the
-deploy runner loads (``--backend paddle-cpu``; oneDNN INT8 via ppdet_ext.slim.int8_runtime).
+deploy runner loads (``--backend paddle-cpu``; oneDNN INT8: --backend paddle-cpu-int8).
 
 tools/train.py has no --slim_config flag; this is the QAT entry point.
 """

@@ -40,6 +40,9 @@ class PaddleInferenceBackend(Backend):
         threads: CPU math threads (cpu only; ``0`` = all cores).
         mkldnn: Use oneDNN kernels (cpu only).
         mkldnn_cache: oneDNN per-shape primitive cache capacity (0 = unbounded).
+        mkldnn_int8: Run a quantized graph's ``quantize_linear``/``dequantize_linear`` pairs
+            as oneDNN INT8 kernels (``enable_mkldnn_int8``); without it Paddle 2.6 runs them
+            as float fake-quant ops, slower than FP32. Needs ``mkldnn``.
         gpu_id, gpu_mem_mb: GPU device and initial memory pool.
         workspace_mb, min_subgraph_size, use_static, trt_cache_dir: TensorRT build settings
             (``use_static`` serialises engines into ``trt_cache_dir``).
@@ -49,7 +52,8 @@ class PaddleInferenceBackend(Backend):
     """
 
     def __init__(self, meta: ExportMeta, *, device: str = "cpu", trt_precision: Optional[str] = None,
-                 threads: int = 0, mkldnn: bool = True, mkldnn_cache: int = 0, gpu_id: int = 0,
+                 threads: int = 0, mkldnn: bool = True, mkldnn_cache: int = 0,
+                 mkldnn_int8: bool = False, gpu_id: int = 0,
                  gpu_mem_mb: int = 1000, workspace_mb: int = 1024, min_subgraph_size: int = 3,
                  use_static: bool = False, trt_cache_dir: Optional[str] = None,
                  calib_dir: Optional[str] = None, calib_images: int = 32):
@@ -60,6 +64,8 @@ class PaddleInferenceBackend(Backend):
             raise ValueError(f"trt_precision must be one of {_PRECISIONS}, got {trt_precision!r}")
         if trt_precision is not None and device != "gpu":
             raise ValueError("TensorRT runs on the GPU: device must be 'gpu'")
+        if mkldnn_int8 and not (device == "cpu" and mkldnn):
+            raise ValueError("mkldnn_int8 needs device='cpu' and mkldnn=True")
         if trt_precision == "int8" and not calib_dir:
             raise ValueError("paddle-trt-int8 needs calib_dir=<folder of representative images>")
         self.device = device
@@ -67,6 +73,7 @@ class PaddleInferenceBackend(Backend):
         self.threads = int(threads) or (os.cpu_count() or 1)
         self.mkldnn = bool(mkldnn)
         self.mkldnn_cache = int(mkldnn_cache)
+        self.mkldnn_int8 = bool(mkldnn_int8)
         self.gpu_id, self.gpu_mem_mb = int(gpu_id), int(gpu_mem_mb)
         self.workspace_mb, self.min_subgraph_size = int(workspace_mb), int(min_subgraph_size)
         self.use_static = bool(use_static)
@@ -91,6 +98,9 @@ class PaddleInferenceBackend(Backend):
                 config.enable_mkldnn()
                 if self.mkldnn_cache:
                     config.set_mkldnn_cache_capacity(self.mkldnn_cache)
+                if self.mkldnn_int8:
+                    # rebuilds the CPU pass list; the broken pass is deleted again below
+                    config.enable_mkldnn_int8()
             else:
                 config.disable_mkldnn()
         else:
@@ -183,6 +193,8 @@ class PaddleInferenceBackend(Backend):
         d: Dict[str, Any] = {"engine": "paddle-inference", "device": self.device}
         if self.device == "cpu":
             d.update(threads=self.threads, mkldnn=self.mkldnn)
+            if self.mkldnn_int8:
+                d.update(mkldnn_int8=True)
         if self.trt_precision:
             d.update(trt_precision=self.trt_precision,
                      trt_range=None if self._range is None else

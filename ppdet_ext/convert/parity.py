@@ -180,39 +180,24 @@ def compare_paddle_inference(export_dir, model, batches, *, threads=2, mkldnn=Fa
     Returns:
         ``{"scores": ..., "boxes_px": ...}`` maxima over ``batches``.
     """
-    import os
-
     import paddle
-    from paddle import inference as pi
 
+    from deploy.backends.base import ShapeRange
+    from deploy.formats import create_backend
     from ppdet_ext.export.adapter_picodet import picodet_raw_outputs
 
-    config = pi.Config(os.path.join(export_dir, "model.pdmodel"),
-                       os.path.join(export_dir, "model.pdiparams"))
-    config.disable_gpu()
-    config.set_cpu_math_library_num_threads(threads)
-    if mkldnn:
-        config.enable_mkldnn()
-    else:
-        config.disable_mkldnn()
-    config.switch_ir_optim(True)
-    config.disable_glog_info()
-    # last: on Paddle 2.6.2 a Config call after delete_pass() (measured: disable_glog_info)
-    # can bring the deleted pass back -> DFL boxes off by ~1.8e6 px without oneDNN
-    config.delete_pass("matmul_v2_scale_fuse_pass")
-    predictor = pi.create_predictor(config)
-    inp = predictor.get_input_handle(predictor.get_input_names()[0])
+    # the deploy runner's own predictor (it deletes the broken pass as its last config step)
+    backend = create_backend(export_dir, "paddle-cpu", {"threads": threads, "mkldnn": mkldnn})
+    backend.prepare(ShapeRange.from_shapes([tuple(int(v) for v in (b.shape[0], *b.shape[2:]))
+                                            for b in batches]))
     diffs = {"scores": 0.0, "boxes_px": 0.0}
     for batch in batches:
-        inp.reshape(list(batch.shape))
-        inp.copy_from_cpu(batch)
-        predictor.run()
-        got = [predictor.get_output_handle(n).copy_to_cpu()
-               for n in predictor.get_output_names()]
+        got = backend.infer(batch)
         with paddle.no_grad():
             ref = [t.numpy() for t in picodet_raw_outputs(model, paddle.to_tensor(batch))]
         for key, a, b in zip(("scores", "boxes_px"), got, ref):
             if a.shape != b.shape:
                 raise ValueError(f"{key}: exported shape {a.shape} != dygraph {b.shape}")
             diffs[key] = max(diffs[key], float(np.abs(a - b).max()))
+    backend.close()
     return diffs

@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from .int8_runtime import make_runner
+from deploy import Runner
+
 
 
 @dataclass
@@ -49,7 +50,7 @@ def compare(settings: Sequence[Setting], *, eval_images: Sequence[str], ann_file
         opts = dict(s.options)
         if threads and s.backend.startswith(("paddle-cpu", "onnxruntime")):
             opts.setdefault("threads", threads)
-        r = make_runner(s.model_dir, s.backend, opts, batch_size=1)
+        r = Runner(s.model_dir, backend=s.backend, backend_options=opts, batch_size=1)
         r.warmup(time_images[:1])
         runners.append(r)
     rows = [{"label": s.label, "model_dir": s.model_dir, "backend": s.backend,
