@@ -94,3 +94,27 @@ class Preprocessor:
 def round_up(v: int, stride: int) -> int:
     """Smallest multiple of ``stride`` that is >= ``v``."""
     return -(-v // stride) * stride
+
+
+def preprocess_path(meta, path: str, pre: Optional[Preprocessor] = None) -> np.ndarray:
+    """One image file as the graph input ``float32 [1, 3, H, W]``, exactly as the runner
+    feeds it alone: zero-padded bottom/right to ``pad_stride`` (fixed-size graphs: to their
+    fixed size). For calibration sets and parity inputs.
+
+    Args:
+        meta: :class:`deploy.meta.ExportMeta` of the export.
+        path: Image file (decoded with :func:`deploy.imageio.decode_rgb`).
+        pre: A :class:`Preprocessor` for ``meta`` to reuse across calls.
+    """
+    from deploy.imageio import decode_rgb
+
+    pre = pre or Preprocessor(meta.preprocess)
+    img, _ = decode_rgb(path)
+    h, w = pre.resized_hw(*img.shape[:2])
+    if meta.fixed_hw is not None:
+        H, W = meta.fixed_hw
+    else:
+        H, W = round_up(h, meta.stride), round_up(w, meta.stride)
+    x = np.zeros((1, 3, H, W), np.float32)
+    x[0, :, :h, :w] = pre.apply(img, (h, w))
+    return x

@@ -117,11 +117,9 @@ def write_calibration_list(meta, image_dir: str, out_dir: str, *, num: int = 100
     Returns:
         Path of ``dataset.txt`` (one ``.npy`` ``[1, 3, H, W]`` float32 path a line).
     """
-    from deploy.imageio import decode_rgb
-    from deploy.preprocess import Preprocessor
+    from deploy.preprocess import Preprocessor, preprocess_path
 
-    hw = meta.fixed_hw
-    if hw is None:
+    if meta.fixed_hw is None:
         raise ValueError("calibration needs a fixed input shape (export with --input_shape H W)")
     files = sorted(f for f in os.listdir(image_dir) if f.lower().endswith((".jpg", ".jpeg", ".png")))
     if not files:
@@ -131,10 +129,7 @@ def write_calibration_list(meta, image_dir: str, out_dir: str, *, num: int = 100
     os.makedirs(out_dir, exist_ok=True)
     lines = []
     for i in sorted(pick):
-        img, _ = decode_rgb(os.path.join(image_dir, files[i]))
-        h, w = pre.resized_hw(*img.shape[:2])
-        x = np.zeros((1, 3) + tuple(hw), np.float32)
-        x[0, :, :h, :w] = pre.apply(img, (h, w))
+        x = preprocess_path(meta, os.path.join(image_dir, files[i]), pre)
         path = os.path.join(os.path.abspath(out_dir), os.path.splitext(files[i])[0] + ".npy")
         np.save(path, x)
         lines.append(path)

@@ -9,9 +9,8 @@ from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from deploy.imageio import decode_rgb
 from deploy.meta import ExportMeta
-from deploy.preprocess import Preprocessor, round_up
+from deploy.preprocess import Preprocessor, preprocess_path
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -40,23 +39,8 @@ def calib_files(source: str, limit: Optional[int] = None, *, image_dir: Optional
     return files[:limit] if limit else files
 
 
-def preprocess_file(meta: ExportMeta, path: str, pre: Optional[Preprocessor] = None) -> np.ndarray:
-    """One image as the graph input ``float32 [1, 3, H, W]`` (padded to ``pad_stride``;
-    fixed-size graphs get their fixed size)."""
-    pre = pre or Preprocessor(meta.preprocess)
-    img, _ = decode_rgb(path)
-    h, w = pre.resized_hw(*img.shape[:2])
-    if meta.fixed_hw is not None:
-        H, W = meta.fixed_hw
-    else:
-        H, W = round_up(h, meta.stride), round_up(w, meta.stride)
-    x = np.zeros((1, 3, H, W), np.float32)
-    x[0, :, :h, :w] = pre.apply(img, (h, w))
-    return x
-
-
 def calib_batches(meta: ExportMeta, files: Sequence[str]) -> Iterator[np.ndarray]:
     """Yields ``float32 [1, 3, H, W]`` per file (batch 1: keep-ratio inputs vary in size)."""
     pre = Preprocessor(meta.preprocess)
     for f in files:
-        yield preprocess_file(meta, f, pre)
+        yield preprocess_path(meta, f, pre)
