@@ -8,7 +8,4 @@ Importing ``zlib`` first makes the dynamic linker resolve it to the system libz.
 Nothing to undo; it only has to happen early, which is why ``ppdet_ext`` imports this
 module before anything else and ``deploy`` does the same.
 """
-import sys
 import zlib  # noqa: F401
-
-PADDLE_WAS_FIRST = "paddle" in sys.modules and "zlib" not in sys.modules
