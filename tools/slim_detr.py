@@ -1,5 +1,6 @@
-"""RT-DETRv2 slimming: decoder truncation (eval_idx) and structured pruning with weight
-transfer; reports params / GMACs / CPU latency / agreement with the full model per setting.
+"""RT-DETRv2 slimming: decoder truncation (eval_idx) and structured pruning (decoder layers,
+FFN channels, attention heads) with weight transfer; reports params / GMACs / CPU latency /
+agreement with the full model per setting.
 
 Subcommands:
   report  evaluate settings (truncation + pruning) on a few images, write JSON + Markdown
@@ -16,10 +17,11 @@ EXAMPLES = """examples:
   python tools/slim_detr.py report -c configs/rtdetrv2/rtdetrv2_tiny_coco_mini.yml \\
       -w output/rtdetr_demo/rtdetrv2_tiny_coco_mini/model_final --images dataset/coco_mini/images \\
       --setting eval_idx=0 --setting dec_layers=1 --setting dec_ffn=128,enc_ffn=128 \\
-      --setting dec_layers=1,dec_ffn=128,enc_ffn=128 --out docs/results/quant/rtdetr_slim
+      --setting dec_heads=3,enc_heads=3 --setting dec_layers=1,dec_ffn=128,enc_ffn=128,dec_heads=3,enc_heads=3 \\
+      --out docs/results/quant/rtdetr_slim
   python tools/slim_detr.py prune -c configs/rtdetrv2/rtdetrv2_tiny_coco_mini.yml \\
-      -w output/rtdetr_demo/rtdetrv2_tiny_coco_mini/model_final --setting dec_layers=1,dec_ffn=128 \\
-      --out output/quant/rtdetr_tiny_pruned
+      -w output/rtdetr_demo/rtdetrv2_tiny_coco_mini/model_final \\
+      --setting dec_layers=1,dec_ffn=128,enc_ffn=128,dec_heads=3,enc_heads=3 --out output/quant/rtdetrv2_tiny_pruned
   # fine-tune (overrides printed by `prune`; configs/slim/rtdetrv2_tiny_pruned_ft.yml has them):
   python tools/train.py -c configs/slim/rtdetrv2_tiny_pruned_ft.yml
 """
@@ -46,7 +48,8 @@ def main(argv=None):
         s.add_argument("-c", "--config", required=True)
         s.add_argument("-w", "--weights", required=True, help="full model checkpoint")
         s.add_argument("--setting", action="append", type=parse_spec, required=True,
-                       help="comma list of dec_layers=N, dec_ffn=N, enc_ffn=N, eval_idx=N")
+                       help="comma list of dec_layers=N, dec_ffn=N, enc_ffn=N, eval_idx=N, "
+                            "enc_heads=N, dec_heads=N (heads keep their size)")
         s.add_argument("--out", required=True, help="output prefix")
         if name == "report":
             s.add_argument("--images", required=True)

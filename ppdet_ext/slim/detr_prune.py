@@ -5,27 +5,36 @@ weight transfer from the full model.
   reads layer ``k-1``'s heads (RT-DETR trains every layer's heads, so each is a detector);
   ``convert_to_deploy()`` then drops the rest from the graph.
 * **Pruning** (then fine-tune): a smaller model is built from the same config with
-  ``ExtRTDETRDecoder.num_layers`` / ``dim_feedforward`` and ``ExtHybridEncoder.dim_feedforward``
-  overridden, and every parameter is copied from the full model: identical shapes as they
-  are; FFN ``linear1``/``linear2`` keep the hidden channels with the largest L1 norm
-  (``|W1[:, j]|_1 + |W2[j, :]|_1``, in their original order); decoder layer lists keep the
-  first ``num_layers`` entries.
-
-Attention-head pruning is not done: paddle's ``nn.MultiHeadAttention`` ties the projection
-width to ``embed_dim`` (fewer heads would only change the head size), and the deformable
-cross-attention packs heads into its offset/weight projections; both need a custom layer.
+  ``ExtRTDETRDecoder.num_layers`` / ``dim_feedforward`` / ``nhead`` and
+  ``ExtHybridEncoder.dim_feedforward`` / ``nhead`` overridden, and every parameter is copied
+  from the full model: identical shapes as they are; decoder layer lists keep the first
+  ``num_layers`` entries; FFN ``linear1``/``linear2`` keep the hidden channels with the
+  largest L1 norm (``|W1[:, j]|_1 + |W2[j, :]|_1``), in their original order.
+* **Attention heads**: ``enc_heads`` / ``dec_heads`` lower ``nhead`` of the AIFI encoder /
+  of both decoder attentions and pin ``head_dim`` to the full model's, so every kept head
+  keeps its trained size and only the attention width ``heads * head_dim`` shrinks. Each
+  attention layer states which parameters are grouped by head (``head_layout()``): the
+  columns of ``q_proj``/``k_proj``/``v_proj`` and rows of ``out_proj``
+  (``ExtMultiHeadAttention``); for ``ExtMSDeformableAttention`` the ``value_proj`` columns,
+  ``output_proj`` rows and the per-head ``sampling_offsets`` ``[heads, P, 2]`` /
+  ``attention_weights`` ``[heads, P]`` outputs (head-major). The heads kept are those with
+  the largest L1 norm over their q/k/v/out (value/output) weights, in their original order.
+  Heads are independent up to the output projection, so the pruned layer equals the full
+  one with the dropped heads' output-projection rows zeroed (tested).
 """
 from __future__ import annotations
 
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
 
 from ppdet_ext.export.model_stats import count_macs
+
+_ENCODER, _DECODER = "ExtHybridEncoder", "ExtRTDETRDecoder"
 
 
 @dataclass(frozen=True)
@@ -37,20 +46,36 @@ class PruneSpec:
         dec_ffn: Decoder FFN hidden width.
         enc_ffn: Encoder (AIFI) FFN hidden width.
         eval_idx: Inference-only truncation: last decoder layer run (no weight change).
+        enc_heads: Encoder (AIFI) attention heads kept (head size unchanged).
+        dec_heads: Decoder attention heads kept, self- and cross-attention (head size
+            unchanged).
     """
 
     dec_layers: Optional[int] = None
     dec_ffn: Optional[int] = None
     enc_ffn: Optional[int] = None
     eval_idx: Optional[int] = None
+    enc_heads: Optional[int] = None
+    dec_heads: Optional[int] = None
 
     @property
     def label(self) -> str:
         parts = [f"{k}={v}" for k, v in asdict(self).items() if v is not None]
         return ",".join(parts) or "full"
 
-    def overrides(self) -> List[str]:
-        """``-o`` style config overrides building the pruned architecture."""
+    @property
+    def changes_weights(self) -> bool:
+        """True when the spec changes the parameters (they must be transferred);
+        ``eval_idx`` alone only truncates at inference."""
+        return any(v is not None for k, v in asdict(self).items() if k != "eval_idx")
+
+    def overrides(self, base_cfg: Optional[Mapping] = None) -> List[str]:
+        """``-o`` style config overrides building the pruned architecture.
+
+        Args:
+            base_cfg: the full model's loaded config; needed for ``enc_heads`` /
+                ``dec_heads``, whose overrides pin ``head_dim`` to the full model's.
+        """
         o = []
         if self.dec_layers is not None:
             o.append(f"ExtRTDETRDecoder.num_layers={self.dec_layers}")
@@ -60,7 +85,28 @@ class PruneSpec:
             o.append(f"ExtHybridEncoder.dim_feedforward={self.enc_ffn}")
         if self.eval_idx is not None:
             o.append(f"ExtRTDETRDecoder.eval_idx={self.eval_idx}")
+        for heads, module in ((self.enc_heads, _ENCODER), (self.dec_heads, _DECODER)):
+            if heads is None:
+                continue
+            if base_cfg is None:
+                raise ValueError("head pruning needs the full model's config (base_cfg)")
+            full_heads, head_dim = attention_geometry(base_cfg, module)
+            if not 0 < heads <= full_heads:
+                raise ValueError(f"{module}.nhead: {heads} requested, the full model has "
+                                 f"{full_heads}")
+            o += [f"{module}.nhead={heads}", f"{module}.head_dim={head_dim}"]
         return o
+
+
+def attention_geometry(cfg: Mapping, module: str) -> Tuple[int, int]:
+    """``(nhead, head_dim)`` that ``module`` (``ExtHybridEncoder`` | ``ExtRTDETRDecoder``)
+    is built with under the loaded ppdet config ``cfg``."""
+    from ppdet_ext.modeling.rtdetr.attention import resolve_head_dim
+
+    mod = cfg[module]
+    hidden = cfg["hidden_dim"] if "hidden_dim" in cfg else mod["hidden_dim"]
+    nhead = int(mod["nhead"])
+    return nhead, resolve_head_dim(int(hidden), nhead, mod["head_dim"])
 
 
 _FFN1 = re.compile(r"^(.*)\.linear1\.(weight|bias)$")
@@ -75,6 +121,40 @@ def ffn_keep_indices(full_sd: Dict[str, np.ndarray], prefix: str, width: int) ->
     return np.sort(np.argsort(-score, kind="stable")[:width])
 
 
+def head_keep_indices(full_sd: Dict[str, np.ndarray], prefix: str, layout: Sequence[tuple],
+                      heads: int) -> np.ndarray:
+    """Heads of the attention layer at ``prefix`` to keep: top-``heads`` by the L1 norm of
+    their slices of the scored parameters of ``layout`` (see ``head_layout()``), sorted."""
+    first, axis0, width0, _ = layout[0]
+    full_width = full_sd[f"{prefix}.{first}"].shape[axis0]
+    if full_width % width0:
+        raise ValueError(f"{prefix}.{first}: width {full_width} is not a multiple of the "
+                         f"pruned head size {width0} (pin head_dim to the full model's)")
+    full_heads = full_width // width0
+    score = np.zeros(full_heads)
+    for name, axis, width, scored in layout:
+        if scored:
+            w = np.moveaxis(np.abs(full_sd[f"{prefix}.{name}"]), axis, 0)
+            score += w.reshape(full_heads, -1).sum(axis=1)
+    return np.sort(np.argsort(-score, kind="stable")[:heads])
+
+
+def _head_slices(full_sd: Dict[str, np.ndarray], small_model) -> Dict[str, Tuple[int, np.ndarray]]:
+    """``{param name: (axis, kept indices)}`` for the head-grouped parameters of every
+    attention layer of ``small_model`` (layers that define ``head_layout()``)."""
+    rules = {}
+    for prefix, layer in small_model.named_sublayers():
+        if not hasattr(layer, "head_layout"):
+            continue
+        layout = layer.head_layout()
+        if f"{prefix}.{layout[0][0]}" not in full_sd:
+            continue  # reported as missing by transfer_weights
+        keep = head_keep_indices(full_sd, prefix, layout, layer.num_heads)
+        for name, axis, width, _ in layout:
+            rules[f"{prefix}.{name}"] = (axis, (keep[:, None] * width + np.arange(width)).ravel())
+    return rules
+
+
 def transfer_weights(full_sd: Dict[str, np.ndarray], small_model) -> Dict[str, Any]:
     """Load ``full_sd`` (numpy state dict of the full model) into ``small_model``.
 
@@ -84,6 +164,7 @@ def transfer_weights(full_sd: Dict[str, np.ndarray], small_model) -> Dict[str, A
     small_sd = small_model.state_dict()
     new, sliced, missing = {}, 0, []
     keep_cache: Dict[str, np.ndarray] = {}
+    head_rules = _head_slices(full_sd, small_model)
     for name, p in small_sd.items():
         shape = tuple(p.shape)
         if name not in full_sd:
@@ -92,6 +173,11 @@ def transfer_weights(full_sd: Dict[str, np.ndarray], small_model) -> Dict[str, A
         src = full_sd[name]
         if tuple(src.shape) == shape:
             new[name] = src
+            continue
+        if name in head_rules:
+            axis, idx = head_rules[name]
+            new[name] = _checked(name, np.take(src, idx, axis=axis), shape)
+            sliced += 1
             continue
         m1, m2 = _FFN1.match(name), _FFN2.match(name)
         prefix = (m1 or m2).group(1) if (m1 or m2) else None
@@ -102,16 +188,33 @@ def transfer_weights(full_sd: Dict[str, np.ndarray], small_model) -> Dict[str, A
             keep_cache[prefix] = ffn_keep_indices(full_sd, prefix, width)
         idx = keep_cache[prefix]
         if m1 and m1.group(2) == "weight":
-            new[name] = src[:, idx]
+            new[name] = _checked(name, src[:, idx], shape)
         elif m1:
-            new[name] = src[idx]
+            new[name] = _checked(name, src[idx], shape)
         else:
-            new[name] = src[idx, :]
+            new[name] = _checked(name, src[idx, :], shape)
         sliced += 1
     if missing:
         raise ValueError(f"pruned model has parameters the full one lacks: {missing[:5]}")
     small_model.set_state_dict({k: paddle.to_tensor(v) for k, v in new.items()})
     return {"copied": len(new) - sliced, "sliced": sliced, "missing": missing}
+
+
+def _checked(name: str, value: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    if tuple(value.shape) != shape:
+        raise ValueError(f"{name}: sliced to {value.shape}, pruned model wants {shape} "
+                         "(attention: is head_dim pinned to the full model's?)")
+    return value
+
+
+def spec_overrides(config: str, spec: PruneSpec, extra_overrides: Sequence[str] = ()) -> List[str]:
+    """``spec.overrides`` resolved against the full model's config (head sizes)."""
+    from ppdet_ext.engine.config import load_config
+
+    base = None
+    if spec.enc_heads is not None or spec.dec_heads is not None:
+        base, _ = load_config(config, list(extra_overrides))
+    return spec.overrides(base)
 
 
 def build(config: str, spec: PruneSpec, *, weights: Optional[str] = None,
@@ -123,7 +226,8 @@ def build(config: str, spec: PruneSpec, *, weights: Optional[str] = None,
 
     from ppdet_ext.engine.config import load_config
 
-    cfg, _ = load_config(config, list(extra_overrides) + spec.overrides())
+    overrides = spec_overrides(config, spec, extra_overrides)
+    cfg, _ = load_config(config, list(extra_overrides) + overrides)
     model = create(cfg["architecture"])
     info: Dict[str, Any] = {}
     if full_sd is not None:
@@ -155,7 +259,7 @@ def evaluate_settings(config: str, weights: str, specs: Sequence[PruneSpec], ima
     full.convert_to_deploy()
     models = [("full", full, {})]
     for s in specs:
-        if s.dec_layers is None and s.dec_ffn is None and s.enc_ffn is None:
+        if not s.changes_weights:
             m, _, info = build(config, s, weights=weights)
         else:
             m, _, info = build(config, s, full_sd=full_sd)
@@ -197,5 +301,6 @@ def save_pruned(config: str, weights: str, spec: PruneSpec, out_path: str) -> Di
     full_sd = {k: v.numpy() for k, v in full.state_dict().items()}
     small, _, info = build(config, spec, full_sd=full_sd)
     paddle.save(small.state_dict(), out_path + ".pdparams")
-    return {"spec": asdict(spec), "overrides": spec.overrides(), "params": params_of(small),
+    overrides = spec_overrides(config, spec)
+    return {"spec": asdict(spec), "overrides": overrides, "params": params_of(small),
             "params_full": params_of(full), **{k: v for k, v in info.items() if k != "missing"}}

@@ -4,8 +4,9 @@
 Every class registers into ppdet's workspace under an ``Ext`` name; the backbone is
 ppdet 2.6.0's own ``ResNet`` (variant ``d``).
 """
-from . import (architecture, criterion, csp_rep, decoder, decoder_layer,  # noqa: F401
-               deformable_attention, hybrid_encoder, postprocess, varifocal_loss)
+from . import (architecture, attention, criterion, csp_rep, decoder,  # noqa: F401
+               decoder_layer, deformable_attention, hybrid_encoder, postprocess,
+               varifocal_loss)
 from .architecture import ExtRTDETR  # noqa: F401
 from .criterion import ExtRTDETRLoss  # noqa: F401
 from .decoder import ExtRTDETRDecoder  # noqa: F401

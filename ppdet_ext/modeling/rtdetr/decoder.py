@@ -89,6 +89,8 @@ class ExtRTDETRDecoder(nn.Layer):
         feat_strides (list[int]): strides per memory level (from ``input_shape``).
         num_points (int | list[int]): deformable sampling points per level.
         nhead (int): heads.
+        head_dim (int): channels per head; default ``hidden_dim // nhead`` (set it to keep
+            the trained head size when heads are pruned).
         num_layers (int): decoder layers run in training.
         dim_feedforward (int): FFN size.
         dropout (float): dropout.
@@ -107,7 +109,8 @@ class ExtRTDETRDecoder(nn.Layer):
                  feat_channels=(256, 256, 256), feat_strides=(8, 16, 32), num_points=4,
                  nhead=8, num_layers=6, dim_feedforward=1024, dropout=0.0, activation='relu',
                  num_denoising=100, label_noise_ratio=0.5, box_noise_scale=1.0, eval_idx=-1,
-                 sampling_method='default', anchor_grid_size=0.05, anchor_eps=1e-2):
+                 sampling_method='default', anchor_grid_size=0.05, anchor_eps=1e-2,
+                 head_dim=None):
         super().__init__()
         self.num_classes, self.hidden_dim = num_classes, hidden_dim
         self.num_queries = num_queries
@@ -127,7 +130,8 @@ class ExtRTDETRDecoder(nn.Layer):
             ExtConvNormAct(c, hidden_dim, 1, act=None) for c in feat_channels])
         self.layers = nn.LayerList([
             ExtRTDETRDecoderLayer(hidden_dim, nhead, dim_feedforward, dropout, activation,
-                                  self.num_levels, num_points, sampling_method)
+                                  self.num_levels, num_points, sampling_method,
+                                  head_dim=head_dim)
             for _ in range(num_layers)])
         self.denoising_class_embed = nn.Embedding(num_classes + 1, hidden_dim,
                                                   padding_idx=num_classes)

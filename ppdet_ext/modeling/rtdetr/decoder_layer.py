@@ -3,6 +3,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ppdet_ext.registry import register
+from .attention import ExtMultiHeadAttention
 from .csp_rep import get_activation
 from .deformable_attention import ExtMSDeformableAttention
 
@@ -40,16 +41,19 @@ class ExtRTDETRDecoderLayer(nn.Layer):
         num_levels (int): memory levels.
         num_points (int | list[int]): sampling points per level.
         sampling_method (str): ``default`` | ``discrete``.
+        head_dim (int): channels per head of both attentions; default ``d_model // nhead``
+            (set it to keep the trained head size when heads are pruned).
     """
 
     def __init__(self, d_model=256, nhead=8, dim_feedforward=1024, dropout=0.0,
-                 activation='relu', num_levels=3, num_points=4, sampling_method='default'):
+                 activation='relu', num_levels=3, num_points=4, sampling_method='default',
+                 head_dim=None):
         super().__init__()
-        self.self_attn = nn.MultiHeadAttention(d_model, nhead, dropout=dropout)
+        self.self_attn = ExtMultiHeadAttention(d_model, nhead, dropout=dropout, head_dim=head_dim)
         self.dropout1 = nn.Dropout(dropout)
         self.norm1 = nn.LayerNorm(d_model)
         self.cross_attn = ExtMSDeformableAttention(
-            d_model, nhead, num_levels, num_points, method=sampling_method)
+            d_model, nhead, num_levels, num_points, method=sampling_method, head_dim=head_dim)
         self.dropout2 = nn.Dropout(dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.linear1 = nn.Linear(d_model, dim_feedforward)

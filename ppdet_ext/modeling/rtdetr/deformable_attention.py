@@ -19,6 +19,7 @@ import paddle.nn.functional as F
 from paddle.nn.initializer import Constant, XavierUniform
 
 from ppdet_ext.registry import register
+from .attention import resolve_head_dim
 
 __all__ = ['ExtMSDeformableAttention', 'sample_bilinear', 'sample_discrete']
 
@@ -84,10 +85,13 @@ class ExtMSDeformableAttention(nn.Layer):
             for every level). Offsets of level ``l`` are scaled by ``1 / num_points[l]``.
         offset_scale (float): offsets are relative to ``offset_scale * box size``.
         method (str): ``default`` or ``discrete`` (see module docstring).
+        head_dim (int): channels per head; default ``embed_dim // num_heads``. The value and
+            output projections are ``embed_dim <-> num_heads * head_dim``, so heads can be
+            pruned without resizing the kept ones.
     """
 
     def __init__(self, embed_dim=256, num_heads=8, num_levels=3, num_points=4,
-                 offset_scale=0.5, method='default'):
+                 offset_scale=0.5, method='default', head_dim=None):
         super().__init__()
         if method not in SAMPLING_METHODS:
             raise ValueError(f"method must be one of {SAMPLING_METHODS}, got {method!r}")
@@ -96,7 +100,7 @@ class ExtMSDeformableAttention(nn.Layer):
         if len(num_points) != num_levels:
             raise ValueError(f"num_points has {len(num_points)} entries for {num_levels} levels")
         self.embed_dim, self.num_heads = embed_dim, num_heads
-        self.head_dim = embed_dim // num_heads
+        self.head_dim = resolve_head_dim(embed_dim, num_heads, head_dim)
         self.num_levels = num_levels
         self.num_points = [int(p) for p in num_points]
         self.total_points = sum(self.num_points)
@@ -108,8 +112,8 @@ class ExtMSDeformableAttention(nn.Layer):
                              persistable=False)
         self.sampling_offsets = nn.Linear(embed_dim, num_heads * self.total_points * 2)
         self.attention_weights = nn.Linear(embed_dim, num_heads * self.total_points)
-        self.value_proj = nn.Linear(embed_dim, embed_dim)
-        self.output_proj = nn.Linear(embed_dim, embed_dim)
+        self.value_proj = nn.Linear(embed_dim, num_heads * self.head_dim)
+        self.output_proj = nn.Linear(num_heads * self.head_dim, embed_dim)
         self._reset_parameters()
         if method == 'discrete':
             self.freeze_offsets()
@@ -128,6 +132,18 @@ class ExtMSDeformableAttention(nn.Layer):
         Constant(0.0)(self.value_proj.bias)
         XavierUniform()(self.output_proj.weight)
         Constant(0.0)(self.output_proj.bias)
+
+    def head_layout(self):
+        """Parameters grouped by head, for structured pruning: ``(param_name, axis,
+        channels_per_head, scores)`` (see ``ExtMultiHeadAttention.head_layout``). Offsets are
+        ``[heads, P, 2]`` and weights ``[heads, P]`` flattened, head-major."""
+        hd, p = self.head_dim, self.total_points
+        return [('sampling_offsets.weight', 1, 2 * p, False),
+                ('sampling_offsets.bias', 0, 2 * p, False),
+                ('attention_weights.weight', 1, p, False),
+                ('attention_weights.bias', 0, p, False),
+                ('value_proj.weight', 1, hd, True), ('value_proj.bias', 0, hd, False),
+                ('output_proj.weight', 0, hd, True)]
 
     def freeze_offsets(self):
         """Stop training the offset branch (used with ``discrete`` sampling)."""
@@ -180,7 +196,7 @@ class ExtMSDeformableAttention(nn.Layer):
         sampled = paddle.concat(sampled, axis=-1)                   # [B*heads, hd, Lq, P]
         weights = weights.transpose([0, 2, 1, 3]).flatten(0, 1).unsqueeze(1)
         out = (sampled * weights).sum(-1)                           # [B*heads, hd, Lq]
-        return out.reshape([-1, self.embed_dim, lq]).transpose([0, 2, 1])
+        return out.reshape([-1, self.num_heads * self.head_dim, lq]).transpose([0, 2, 1])
 
     def forward(self, query, reference_points, value, spatial_shapes):
         """``query`` ``[B, Lq, C]``, ``reference_points`` ``[B, Lq, 1, 4]``,

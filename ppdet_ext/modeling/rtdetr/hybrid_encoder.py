@@ -7,6 +7,7 @@ from ppdet.core.workspace import serializable
 from ppdet.modeling.shape_spec import ShapeSpec
 
 from ppdet_ext.registry import register
+from .attention import ExtMultiHeadAttention
 from .csp_rep import ExtConvNormAct, ExtCSPRepLayer, get_activation
 from .position import sincos_2d_embedding
 from .shapes import spatial_hw
@@ -24,12 +25,13 @@ class ExtAIFILayer(nn.Layer):
         dim_feedforward (int): FFN hidden size.
         dropout (float): dropout in attention and FFN.
         activation (str): FFN activation.
+        head_dim (int): channels per head; default ``d_model // nhead``.
     """
 
     def __init__(self, d_model, nhead=8, dim_feedforward=1024, dropout=0.0,
-                 activation='gelu'):
+                 activation='gelu', head_dim=None):
         super().__init__()
-        self.self_attn = nn.MultiHeadAttention(d_model, nhead, dropout=dropout)
+        self.self_attn = ExtMultiHeadAttention(d_model, nhead, dropout=dropout, head_dim=head_dim)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.dropout = nn.Dropout(dropout)
@@ -68,6 +70,8 @@ class ExtHybridEncoder(nn.Layer):
         use_encoder_idx (list[int]): levels that get the transformer encoder (AIFI).
         num_encoder_layers (int): AIFI layers per such level.
         nhead (int): AIFI heads.
+        head_dim (int): AIFI channels per head; default ``hidden_dim // nhead`` (set it to
+            keep the trained head size when heads are pruned).
         dim_feedforward (int): AIFI FFN size.
         dropout (float): AIFI dropout.
         enc_act (str): AIFI FFN activation.
@@ -81,7 +85,7 @@ class ExtHybridEncoder(nn.Layer):
     def __init__(self, in_channels=(512, 1024, 2048), feat_strides=(8, 16, 32),
                  hidden_dim=256, use_encoder_idx=(2,), num_encoder_layers=1, nhead=8,
                  dim_feedforward=1024, dropout=0.0, enc_act='gelu', pe_temperature=10000.0,
-                 expansion=1.0, depth_mult=1.0, act='silu'):
+                 expansion=1.0, depth_mult=1.0, act='silu', head_dim=None):
         super().__init__()
         self.in_channels = list(in_channels)
         self.feat_strides = list(feat_strides)
@@ -94,7 +98,8 @@ class ExtHybridEncoder(nn.Layer):
             ExtConvNormAct(c, hidden_dim, 1, act=None) for c in self.in_channels])
         self.encoder = nn.LayerList([
             nn.LayerList([
-                ExtAIFILayer(hidden_dim, nhead, dim_feedforward, dropout, enc_act)
+                ExtAIFILayer(hidden_dim, nhead, dim_feedforward, dropout, enc_act,
+                             head_dim=head_dim)
                 for _ in range(num_encoder_layers)])
             for _ in self.use_encoder_idx])
 
