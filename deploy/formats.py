@@ -44,8 +44,9 @@ FORMATS: Tuple[Format, ...] = (
            "Paddle Inference on CPU; oneDNN on/off, math threads (0 = all cores)"),
     Format("paddle-cpu-int8", _PADDLE, _PADDLE_FILES, (),
            {"device": "cpu", "mkldnn": True, "mkldnn_int8": True},
-           {"threads": 0, "mkldnn_cache": 0},
-           "Paddle Inference on CPU, oneDNN INT8 kernels for quantized exports (tools/quant.py)"),
+           {"threads": 0, "mkldnn_cache": 0, "int8_ops": ["conv2d", "depthwise_conv2d", "fused_conv2d"]},
+           "Paddle Inference on CPU, oneDNN INT8 kernels for quantized exports (tools/quant.py); "
+           "int8_ops: op types run in INT8"),
     Format("paddle-gpu", _PADDLE, _PADDLE_FILES, ("cuda",), {"device": "gpu"}, dict(_GPU_OPTS),
            "Paddle Inference on a CUDA GPU, native kernels"),
     Format("paddle-trt-fp32", _PADDLE, _PADDLE_FILES, ("cuda", "tensorrt"),

@@ -43,9 +43,28 @@ def test_bn_fold_exact_and_ptq_skip8_keeps_detections(picodet_fp32, tmp_path):
             np.testing.assert_allclose(o1, o2, rtol=1e-4, atol=1e-3)
     skip = ["conv2d_27.w_0", "conv2d_8.w_0", "conv2d_1.w_0", "conv2d_66.w_0", "conv2d_23.w_0",
             "conv2d_115.w_0", "conv2d_4.w_0", "conv2d_3.w_0"]  # sensitivity top 8
+    # calibrate on coco_bench600 (disjoint from the evaluation set)
+    calib = calib_files(os.path.join(shared, "coco_bench600", "images"), 16)
+    paths = image_paths(ann, images)
+
+    def ap_of(model_dir, backend):
+        r = Runner(model_dir, backend=backend)
+        try:
+            return coco_ap(r.run(paths).results, ann, category_ids=r.meta.category_ids)["AP"]
+        finally:
+            r.close()
+
+    ref = ap_of(fp32, "paddle-cpu")  # 0.3352
     out = str(tmp_path / "int8")
-    quantize_export(folded, out, calib_files(images, 16), PTQConfig(algo="avg", calib_images=16,
-                                                                    skip_layers=skip))
-    r = Runner(out, backend="paddle-cpu-int8")
-    ap = coco_ap(r.run(image_paths(ann, images)).results, ann, category_ids=r.meta.category_ids)
-    assert ap["AP"] > 0.15  # measured 0.197 (FP32 0.335): see docs/quantization.md
+    quantize_export(folded, out, calib, PTQConfig(algo="abs_max", calib_images=16, skip_layers=skip))
+    # measured 0.3377; oneDNN's default INT8 op set (int8_ops=[]) gave 0.282
+    assert ap_of(out, "paddle-cpu-int8") > ref - 0.01
+    from ppdet_ext.export.onnx_export import export_onnx
+    from ppdet_ext.slim.onnx_ptq import quantize_onnx_export
+
+    export_onnx(folded)
+    ort_out = str(tmp_path / "ort_int8")
+    quantize_onnx_export(folded, ort_out, calib, skip_layers=skip)
+    # measured 0.3309; with the conv weights left as Constant nodes (quantized like
+    # activations, one scale per kernel) it was 0.105 (calibrated on coco_val158)
+    assert ap_of(ort_out, "onnxruntime") > ref - 0.01

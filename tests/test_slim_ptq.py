@@ -136,3 +136,51 @@ def test_onnx_ptq_qdq_correlates(tiny, tmp_path):
     for i in range(2):
         assert _corr(np.concatenate([o[i].ravel() for o in ref]),
                      np.concatenate([o[i].ravel() for o in got])) > 0.9
+
+
+def test_onnx_ptq_weights_are_per_channel_int8(tiny, tmp_path):
+    """paddle2onnx writes conv weights as ``Constant`` nodes; ORT's quantizer must still see
+    them as weights (INT8 initializer, one scale per output channel), not quantize them like
+    an activation with one calibrated UINT8 scale per kernel."""
+    import onnx
+    from onnx import numpy_helper
+
+    from ppdet_ext.slim.onnx_ptq import quantize_onnx_export
+
+    fp32, files, _ = tiny
+    src = onnx.load(os.path.join(fp32, "model.onnx"))
+    out = str(tmp_path / "ort")
+    quantize_onnx_export(fp32, out, files[:2])
+    m = onnx.load(os.path.join(out, "model.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+    prod = {o: n for n in m.graph.node for o in n.output}
+    convs = [n for n in m.graph.node if n.op_type == "Conv"]
+    assert len(convs) == sum(n.op_type == "Conv" for n in src.graph.node)
+    for conv in convs:
+        dq = prod[conv.input[1]]
+        assert dq.op_type == "DequantizeLinear", conv.name
+        w_q, scale = dq.input[0], dq.input[1]
+        assert w_q in inits and inits[w_q].dtype == np.int8, f"{conv.name}: weight not an INT8 initializer"
+        assert inits[scale].shape == (inits[w_q].shape[0],), f"{conv.name}: not per-channel"
+    assert not os.path.exists(os.path.join(out, "model.fp32_initializers.onnx"))
+
+
+def test_onednn_int8_runs_every_quantized_conv_and_nothing_else(tiny, tmp_path, capfd):
+    """``paddle-cpu-int8`` must hand oneDNN the convs *after* its conv+bias+act fusion
+    (``fused_conv2d``): with only ``conv2d``/``depthwise_conv2d`` in the op set most convs
+    silently stay float; with Paddle's default set pool/concat/split are requantized too
+    (PicoDet-S: 5 AP lost). Counts come from the INT8 pass's own log."""
+    import re
+
+    from ppdet_ext.slim.ptq import PTQConfig, quantize_export
+
+    fp32, files, batches = tiny
+    out = str(tmp_path / "int8")
+    res = quantize_export(fp32, out, files[:2], PTQConfig(algo="abs_max", calib_images=2))
+    capfd.readouterr()
+    _outputs(out, "paddle-cpu-int8", batches[:1])
+    log = capfd.readouterr().err
+    counts = {op: int(n) for n, op in re.findall(r"quantized (\d+) (\w+) ops(?! with)", log)}
+    assert sum(counts.get(op, 0) for op in ("conv2d", "depthwise_conv2d", "fused_conv2d")) \
+        == res.quantized_layers, counts
+    assert {op: n for op, n in counts.items() if n and "conv2d" not in op} == {}, counts

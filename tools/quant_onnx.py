@@ -30,6 +30,9 @@ def main(argv=None):
     p.add_argument("--skip-from", default=None, help="sensitivity .json (tools/quant.py sensitivity)")
     p.add_argument("--skip-top", type=int, default=0)
     p.add_argument("--act-int8", action="store_true", help="INT8 activations instead of UINT8")
+    p.add_argument("--quantize-outputs", action="store_true",
+                   help="also quantize Conv outputs (integer QLinearConv kernels; PicoDet-S "
+                        "loses most of its AP this way, see docs/quantization.md)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     skip = [s for s in args.skip_layers.split(",") if s]
@@ -38,7 +41,8 @@ def main(argv=None):
             skip += [l["name"] for l in json.load(f)["layers"][: args.skip_top]]
     info = quantize_onnx_export(args.model, args.out, calib_files(args.calib, args.calib_images),
                                 method=args.method, skip_layers=sorted(set(skip)),
-                                activation_uint8=not args.act_int8)
+                                activation_uint8=not args.act_int8,
+                                quantize_outputs=args.quantize_outputs)
     print(f"ORT INT8 export: {args.out} {info}")
 
 

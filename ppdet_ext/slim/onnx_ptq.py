@@ -44,10 +44,39 @@ def conv_nodes_by_weight(onnx_path: str) -> Dict[str, str]:
     return {n.input[1]: n.name for n in m.graph.node if n.op_type == "Conv" and len(n.input) > 1}
 
 
+def constants_to_initializers(model):
+    """Move every tensor-valued ``Constant`` node into ``graph.initializer`` (in place).
+
+    paddle2onnx 1.3.1 writes the conv weights and folded-BN biases as ``Constant`` nodes.
+    ORT's quantizer only treats *initializers* as weights: a ``Constant`` weight is quantized
+    like an activation (one calibrated per-tensor UINT8 scale for the whole kernel, no
+    per-channel scales), which wrecks depthwise convs after BN folding. Same graph, same
+    values, so the FP32 outputs are unchanged.
+
+    Returns:
+        int: number of constants moved.
+    """
+    from onnx import numpy_helper
+
+    keep, moved = [], 0
+    for node in model.graph.node:
+        attr = {a.name: a for a in node.attribute}
+        if node.op_type == "Constant" and set(attr) == {"value"}:
+            t = numpy_helper.to_array(attr["value"].t)
+            model.graph.initializer.append(numpy_helper.from_array(t, name=node.output[0]))
+            moved += 1
+        else:
+            keep.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    return moved
+
+
 def quantize_onnx_export(model_dir: str, out_dir: str, calib_files: Sequence[str], *,
                          method: str = "minmax", skip_layers: Sequence[str] = (),
                          per_channel: bool = True, activation_uint8: bool = True,
-                         op_types: Sequence[str] = ("Conv",)) -> Dict[str, Any]:
+                         op_types: Sequence[str] = ("Conv",),
+                         quantize_outputs: bool = False) -> Dict[str, Any]:
     """Write ``out_dir/model.onnx`` (QDQ INT8) + ``infer_cfg.yml`` from ``model_dir``.
 
     Args:
@@ -55,6 +84,10 @@ def quantize_onnx_export(model_dir: str, out_dir: str, calib_files: Sequence[str
         calib_files: Calibration images.
         method: ORT calibration: ``minmax`` | ``entropy`` | ``percentile``.
         skip_layers: Paddle weight names (``conv2d_1.w_0``) of convs to keep in float.
+        quantize_outputs: Also quantize Conv outputs, so ORT can fuse ``DQ -> Conv -> Q``
+            into integer ``QLinearConv`` kernels (faster). Off: only Conv inputs and weights
+            are quantized and the convs run in float on dequantized values (accuracy of the
+            skip-list exactly as simulated, no speed-up).
     """
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
@@ -72,7 +105,14 @@ def quantize_onnx_export(model_dir: str, out_dir: str, calib_files: Sequence[str
     meta = load_meta(model_dir)
     # ORT's optional quant_pre_process is not used: its optimizer renames the Conv weights
     # that skip-lists refer to
-    pre_path = src
+    pre = onnx.load(src)
+    constants_to_initializers(pre)
+    opset = max((o.version for o in pre.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if per_channel and opset < 13:  # ORT: per-channel QDQ needs opset >= 13
+        from onnx import version_converter
+        pre = version_converter.convert_version(pre, 13)
+    pre_path = os.path.join(out_dir, "model.fp32_initializers.onnx")
+    onnx.save(pre, pre_path)
     by_w = conv_nodes_by_weight(pre_path)
     unknown = sorted(set(skip_layers) - set(by_w))
     if unknown:
@@ -99,12 +139,14 @@ def quantize_onnx_export(model_dir: str, out_dir: str, calib_files: Sequence[str
                     # skipped layer reads, so a skip-list would not keep that layer float
                     # DedicatedQDQPair: a tensor read by a quantized and a skipped conv gets
                     # one Q/DQ pair per consumer, so the skipped one really reads float
-                    extra_options={"OpTypesToExcludeOutputQuantization": ["Conv"],
+                    extra_options={"OpTypesToExcludeOutputQuantization":
+                                   [] if quantize_outputs else ["Conv"],
                                    "DedicatedQDQPair": True})
+    os.remove(pre_path)
     info = {"method": "ptq", "engine": "onnxruntime.quantization.quantize_static (QDQ)",
             "calibrate_method": method, "calib_images": len(calib_files),
             "per_channel": per_channel, "activation": "uint8" if activation_uint8 else "int8",
-            "skip_layers": list(skip_layers), "seconds": round(time.perf_counter() - t0, 1)}
+            "skip_layers": list(skip_layers), "quantize_outputs": quantize_outputs, "seconds": round(time.perf_counter() - t0, 1)}
     with open(os.path.join(model_dir, "infer_cfg.yml")) as f:
         m = yaml.safe_load(f)
     m["quantization"] = info
