@@ -3,8 +3,8 @@ import numpy as np
 import paddle
 import pytest
 
-from ppdet_ext.modeling.rtdetr.deformable_attention import (ExtMSDeformableAttention,
-                                                            sample_discrete)
+from ppdet_ext.modeling.rtdetr.deformable_attention import ExtMSDeformableAttention
+from ppdet_ext.modeling.rtdetr.sampling import sample_discrete
 from rtdetr_helpers import build_tiny_model, make_batch
 
 SHAPES = [(5, 7), (3, 4), (2, 6)]   # rectangular, both orientations

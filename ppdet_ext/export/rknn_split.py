@@ -5,25 +5,32 @@ An RK NPU runs neither ``TopK`` nor ``GridSample``/``GatherND`` (they fall back 
 So the deploy forward of an ``ExtRTDETR`` (discrete sampling, ``convert_to_deploy()``) is cut
 at the query selection, for a fixed ``[1, 3, H, W]`` input:
 
-1. ``encoder.onnx`` (NPU): image -> ``enc_score [1, L]`` (best class logit per token),
-   ``out_memory [1, L, D]``, ``enc_coord [1, L, 4]`` (cxcywh logits, anchors added) and
-   ``memory [1, L, D]``; anchors are constants.
-2. CPU (numpy, ``deploy.backends.rknn.SplitPipeline``): the top-``K`` tokens by ``enc_score``
-   and their rows of ``out_memory`` / ``enc_coord`` (the query selection's ``TopK`` + row
-   gather).
-3. ``decoder.onnx`` (NPU): ``target [1, K, D]``, ``ref_unact [1, K, 4]``, ``memory`` ->
+1. ``encoder.onnx`` (NPU): image -> ``enc_logits [1, C, L]``, ``out_memory [1, D, L]``,
+   ``enc_coord [1, 4, L]`` (cxcywh logits, anchors added) and ``memory [1, D, L]``, all
+   channels first (``encoder_layout: channels_first``: no layout transposes on the CPU of
+   either graph); anchors are constants.
+2. CPU (numpy, ``deploy.backends.rknn.SplitPipeline``): the best class logit per token (the
+   ``ReduceMax``, which RKNN runs on the CPU anyway), the top-``K`` tokens by it and their rows
+   of ``out_memory`` / ``enc_coord`` (the query selection's ``TopK`` + row gather).
+3. ``decoder.onnx`` (NPU): ``target [1, K, D]``, ``ref_unact [1, K, 4]``, ``memory [1, D, L]`` ->
    ``scores [1, K, C]`` (sigmoid), ``boxes [1, K, 4]`` xyxy input pixels — the dense outputs of
-   docs/export_format.md. Discrete sampling reads the value maps with a 1-D ``Gather`` over a
-   flattened ``heads*H*W`` axis, no ``GridSample``/``GatherND``.
+   docs/export_format.md. Discrete sampling in its gather-free form (one-hot ``MatMul``s,
+   ``ExtMSDeformableAttention.set_gather_free``): RKNN runs no data-dependent ``Gather``,
+   ``Floor``, float->int ``Cast`` or ``Log`` on the NPU, so the decoder has none of them.
 4. CPU: the usual dense ``topk`` post-processing of ``deploy/postprocess.py``.
 
 The export directory is a normal one (``model.pdmodel``, unsplit ``model.onnx``,
 ``infer_cfg.yml`` with a fixed ``input_shape``) plus ``encoder.onnx``, ``decoder.onnx`` and an
 ``rknn_split`` block in ``infer_cfg.yml``; the ``rknn-sim`` backend runs the split pipeline.
+Every graph of the directory (the unsplit ones too) uses the gather-free sampling; the model
+object is switched back afterwards.
 
 This re-implements ``ExtRTDETRDecoder``'s eval path around its ``_select_queries`` (which we do
-not edit); see docs/onnx_rknn.md for what an upstream hook would look like.
+not edit); the decoder part carries box logits from layer to layer instead of the
+``inverse_sigmoid(sigmoid(z))`` round trip (no ``Log``), so it equals the unsplit graph up to
+float rounding (~1e-7), not bit for bit. See docs/onnx_rknn.md.
 """
+import math
 import os
 
 import onnx
@@ -42,12 +49,20 @@ __all__ = ["RTDETREncoderPart", "RTDETRDecoderPart", "export_rtdetr_split",
 
 # Ops the NPU graphs must not contain (RKNN: CPU fallbacks / shape arithmetic)
 FORBIDDEN_NPU_OPS = ("GridSample", "TopK", "GatherND", "Range", "NonMaxSuppression", "Shape")
-ENCODER_OUTPUTS = ("enc_score", "out_memory", "enc_coord", "memory")
+ENCODER_OUTPUTS = ("enc_logits", "out_memory", "enc_coord", "memory")
 DECODER_INPUTS = ("target", "ref_unact", "memory")
+# inverse_sigmoid(sigmoid(z)) == clip(z, -c, c) with c = log(1 / eps), eps = 1e-5 (box_ops)
+_LOGIT_CLIP = math.log(1.0 / 1e-5)
 
 
 def _sampling_methods(model):
     return {m.method for m in model.sublayers() if hasattr(m, "method") and hasattr(m, "attend")}
+
+
+def _set_gather_free(model, enable):
+    """Switch every attention that can sample without Gather; returns ``{layer: previous}``."""
+    return {m: m.set_gather_free(enable) for m in model.sublayers()
+            if hasattr(m, "set_gather_free") and getattr(m, "method", None) == "discrete"}
 
 
 def _cxcywh_to_xyxy(b):
@@ -70,8 +85,10 @@ class RTDETREncoderPart(nn.Layer):
         out_memory = dec.enc_output_norm(dec.enc_output_proj(memory * valid))
         enc_logits = dec.enc_score_head(out_memory)
         enc_coord = dec.enc_bbox_head(out_memory) + anchors
-        # the CPU side takes the top-k of this (RKNN: TopK falls back to the CPU anyway)
-        return enc_logits.max(-1), out_memory, enc_coord, memory
+        # the CPU side takes max over classes + top-k (RKNN runs ReduceMax and TopK on the CPU);
+        # channels first: RKNN transposes [1, L, 4] on the CPU (4 is not a multiple of 8), and
+        # the decoder takes memory channels first as well (no transpose on either side)
+        return tuple(t.transpose([0, 2, 1]) for t in (enc_logits, out_memory, enc_coord, memory))
 
 
 class RTDETRDecoderPart(nn.Layer):
@@ -84,11 +101,22 @@ class RTDETRDecoderPart(nn.Layer):
         self.input_hw = (int(input_hw[0]), int(input_hw[1]))
 
     def forward(self, target, ref_unact, memory):
+        """``ExtRTDETRDecoder._decode`` in eval mode, with the reference boxes carried as
+        logits ``z``: ``inverse_sigmoid(sigmoid(z))`` becomes ``clip(z)`` (RKNN: Log runs on
+        the CPU; in fp16 the round trip would also lose the logit of boxes near 0 or 1).
+        ``memory`` arrives channels first, ``[1, D, L]``, as the encoder part writes it."""
         dec = self.model.transformer
-        boxes, logits = dec._decode(target, ref_unact, memory, self.spatial_shapes, None)
+        memory = memory.transpose([0, 2, 1])
+        z, out = ref_unact, target
+        for i in range(dec.eval_idx + 1):
+            ref = F.sigmoid(z)
+            pos = dec.query_pos_head(ref)
+            out = dec.layers[i](out, ref.unsqueeze(2), memory, self.spatial_shapes, None, pos)
+            z = dec.dec_bbox_head[i](out) + z.clip(min=-_LOGIT_CLIP, max=_LOGIT_CLIP)
+        logits = dec.dec_score_head[dec.eval_idx](out)
         h, w = self.input_hw
         whwh = paddle.to_tensor([w, h, w, h], dtype="float32")
-        return F.sigmoid(logits[-1]), _cxcywh_to_xyxy(boxes[-1]) * whwh
+        return F.sigmoid(logits), _cxcywh_to_xyxy(F.sigmoid(z)) * whwh
 
 
 def _save_part(layer, specs, path):
@@ -124,6 +152,9 @@ def export_rtdetr_split(cfg, output_dir, *, weights=None, model=None, input_shap
         allow_grid_sample: export ``default`` (bilinear ``grid_sample``) sampling anyway
             (GridSample then runs on the CPU of an RKNN board; for comparisons only).
 
+    Discrete sampling is exported in its gather-free form (``set_gather_free``) and the model
+    is switched back on return, so its dygraph numerics stay those of training.
+
     Returns:
         dict: the ``infer_cfg.yml`` contents (with its ``rknn_split`` block).
     """
@@ -139,6 +170,22 @@ def export_rtdetr_split(cfg, output_dir, *, weights=None, model=None, input_shap
                           "ExtRTDETRDecoder.sampling_method: discrete (GridSample runs on the "
                           "CPU of an RK NPU); pass allow_grid_sample=True to export anyway")
     h, w = (int(v) for v in input_shape)
+    previous = _set_gather_free(model, True)
+    try:
+        meta = _export_parts(cfg, output_dir, model, dec, (h, w), opset)
+    finally:
+        for m, state in previous.items():
+            m.set_gather_free(state)
+    meta["rknn_split"]["sampling"] = sorted(methods)
+    meta["rknn_split"]["gather_free"] = bool(previous)
+    with open(os.path.join(output_dir, "infer_cfg.yml"), "w") as f:
+        yaml.safe_dump(meta, f, sort_keys=False, default_flow_style=None)
+    return meta
+
+
+def _export_parts(cfg, output_dir, model, dec, hw, opset):
+    """Unsplit export + both part graphs; returns the metadata with its ``rknn_split`` block."""
+    h, w = hw
     meta = export_model(cfg, output_dir, model=model, input_shape=[h, w], batch_size=1)
     export_onnx(output_dir, opset=opset)
 
@@ -152,7 +199,7 @@ def export_rtdetr_split(cfg, output_dir, *, weights=None, model=None, input_shap
     parts = os.path.join(output_dir, "split_paddle")
     _save_part(RTDETREncoderPart(model), [InputSpec([1, 3, h, w], "float32", "image")],
                os.path.join(parts, "encoder"))
-    dec_shapes = [[1, k, dim], [1, k, 4], [1, length, dim]]
+    dec_shapes = [[1, k, dim], [1, k, 4], [1, dim, length]]
     _save_part(RTDETRDecoderPart(model, shapes, (h, w)),
                [InputSpec(s, "float32", n) for s, n in zip(dec_shapes, DECODER_INPUTS)],
                os.path.join(parts, "decoder"))
@@ -166,8 +213,6 @@ def export_rtdetr_split(cfg, output_dir, *, weights=None, model=None, input_shap
         "encoder": "encoder.onnx", "decoder": "decoder.onnx", "num_queries": k,
         "encoder_outputs": list(ENCODER_OUTPUTS), "decoder_inputs": list(DECODER_INPUTS),
         "decoder_input_shapes": dec_shapes, "spatial_shapes": [list(s) for s in shapes],
-        "sampling": sorted(methods),
+        "encoder_layout": "channels_first",
     }
-    with open(os.path.join(output_dir, "infer_cfg.yml"), "w") as f:
-        yaml.safe_dump(meta, f, sort_keys=False, default_flow_style=None)
     return meta

@@ -29,8 +29,9 @@ _INVALID_ANCHOR_LOGIT = 1e4
 def gather_rows(x, index):
     """``x`` ``[B, L, C]``, ``index`` ``[B, K]`` int64 -> ``[B, K, C]``.
 
-    Uses a 1-D ``gather`` over the flattened ``B*L`` axis (RKNN: GatherND falls back to
-    the CPU, a 1-D Gather stays on the NPU).
+    Uses a 1-D ``gather`` over the flattened ``B*L`` axis: no GatherND, which some engines
+    lack. (rknn-toolkit2 2.5.0 still runs any run-time-indexed Gather on the CPU, so the RKNN
+    split does this query selection in numpy: docs/onnx_rknn.md.)
     """
     b, length = x.shape[0], x.shape[1]
     if b is None or b < 0 or length is None or length < 0:

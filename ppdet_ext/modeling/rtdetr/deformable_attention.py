@@ -5,11 +5,19 @@ Two sampling methods read the value maps at the predicted locations:
 * ``default``: bilinear ``grid_sample`` (zeros outside the map, ``align_corners=False``).
 * ``discrete``: each location is snapped to the pixel whose centre is nearest
   (``floor(loc * size)``), x clipped to ``[0, W-1]`` and y to ``[0, H-1]`` separately, and
-  read with a 1-D ``gather`` over a flattened ``B*heads*H*W`` axis. Chosen for NPU engines
-  (RKNN): GridSample and GatherND fall back to the CPU there, a 1-D Gather does not.
+  read with a 1-D ``gather`` over a flattened ``B*heads*H*W`` axis (no GridSample/GatherND).
   Rounding has no gradient, so the offset branch is frozen when this method is used.
 
-At exact pixel centres both methods read the same values (``tests/test_rtdetr_sampling.py``).
+``discrete`` has a second, deploy-only form for NPUs that run no data-dependent ``Gather``
+(:meth:`ExtMSDeformableAttention.set_gather_free`): rknn-toolkit2 2.5.0 puts every ``Gather``
+with run-time indices on the CPU (int32 or int64 indices, even with ``op_target='npu'``), and
+the ``Floor``/float->int ``Cast`` of the index arithmetic with it. The gather-free form builds
+the same nearest-pixel read as one-hot rows from ``Clip``/``Sub``/``Mul`` and two ``MatMul``
+(:func:`.sampling.onehot_floor`, :func:`.sampling.attend_gather_free`), all of which run on the NPU in fp16;
+measurements in docs/onnx_rknn.md.
+
+At exact pixel centres both methods read the same values (``tests/test_rtdetr_sampling.py``);
+the gather-free form equals the gather form (``tests/test_onnx_rtdetr_split.py``).
 """
 import math
 
@@ -20,57 +28,9 @@ from paddle.nn.initializer import Constant, XavierUniform
 
 from ppdet_ext.registry import register
 from .attention import resolve_head_dim
+from .sampling import SAMPLING_METHODS, attend_gather_free, sample_bilinear, sample_discrete
 
-__all__ = ['ExtMSDeformableAttention', 'sample_bilinear', 'sample_discrete']
-
-SAMPLING_METHODS = ('default', 'discrete')
-
-
-def sample_bilinear(value, h, w, loc):
-    """Bilinear read of one level.
-
-    Args:
-        value (Tensor): ``[N, C, h*w]`` value map, ``N = B * heads``.
-        h (int | Tensor), w (int | Tensor): map size.
-        loc (Tensor): ``[N, Lq, P, 2]`` normalized (x, y) in ``[0, 1]``.
-
-    Returns:
-        Tensor: ``[N, C, Lq, P]``.
-    """
-    grid = 2.0 * loc - 1.0
-    value = value.reshape([0, 0, h, w])
-    return F.grid_sample(value, grid, mode='bilinear', padding_mode='zeros',
-                         align_corners=False)
-
-
-def _nearest_index(coord, size):
-    """Index of the pixel whose centre is nearest to normalized ``coord`` along an axis of
-    ``size`` pixels, clipped to ``[0, size - 1]`` (int64)."""
-    if isinstance(size, int):
-        return paddle.floor(coord * size).astype('int64').clip(min=0, max=size - 1)
-    size = size.astype('int64')
-    idx = paddle.floor(coord * size.astype(coord.dtype)).astype('int64')
-    return paddle.minimum(idx.clip(min=0), size - 1)
-
-
-def sample_discrete(value, h, w, loc):
-    """Nearest-pixel read of one level with plain 1-D integer indexing (same I/O as
-    :func:`sample_bilinear`). x is clipped against ``w`` and y against ``h``."""
-    n, c = value.shape[0], value.shape[1]
-    if n is None or n < 0:  # dynamic batch in a static graph
-        n = paddle.shape(value)[0]
-    lq, p = loc.shape[1], loc.shape[2]
-    x = _nearest_index(loc[..., 0], w)
-    y = _nearest_index(loc[..., 1], h)
-    if not isinstance(w, int):  # dynamic-shape export: sizes are 0-D int tensors
-        w = w.astype('int64')
-    if not isinstance(h, int):
-        h = h.astype('int64')
-    base = (paddle.arange(n, dtype='int64') * (h * w)).reshape([-1, 1, 1])
-    flat_idx = (base + y * w + x).flatten()                     # [N*Lq*P]
-    table = value.transpose([0, 2, 1]).reshape([-1, c])         # [N*h*w, C]
-    picked = paddle.gather(table, flat_idx, axis=0)             # [N*Lq*P, C]
-    return picked.reshape([-1, lq, p, c]).transpose([0, 3, 1, 2])
+__all__ = ['ExtMSDeformableAttention']
 
 
 @register
@@ -106,6 +66,7 @@ class ExtMSDeformableAttention(nn.Layer):
         self.total_points = sum(self.num_points)
         self.offset_scale = offset_scale
         self.method = method
+        self.gather_free = False
 
         scale = [1.0 / p for p in self.num_points for _ in range(p)]
         self.register_buffer('points_scale', paddle.to_tensor(scale, dtype='float32'),
@@ -144,6 +105,15 @@ class ExtMSDeformableAttention(nn.Layer):
                 ('attention_weights.bias', 0, p, False),
                 ('value_proj.weight', 1, hd, True), ('value_proj.bias', 0, hd, False),
                 ('output_proj.weight', 0, hd, True)]
+
+    def set_gather_free(self, enable=True):
+        """Deploy switch (``discrete`` only): read the values with one-hot ``MatMul``s instead
+        of a ``Gather`` (:func:`attend_gather_free`) — RKNN runs no data-dependent Gather on
+        its NPU. Needs fixed shapes; training keeps the Gather. Returns the previous state."""
+        if enable and self.method != 'discrete':
+            raise ValueError(f"gather-free sampling needs method='discrete', got {self.method!r}")
+        previous, self.gather_free = self.gather_free, bool(enable)
+        return previous
 
     def freeze_offsets(self):
         """Stop training the offset branch (used with ``discrete`` sampling)."""
@@ -188,6 +158,10 @@ class ExtMSDeformableAttention(nn.Layer):
         # [B*heads, head_dim, sum(h*w)]
         value = value.transpose([0, 2, 3, 1]).flatten(0, 1)
         loc = loc.transpose([0, 2, 1, 3, 4]).flatten(0, 1)
+        if self.gather_free:
+            weights = weights.transpose([0, 2, 1, 3]).flatten(0, 1)     # [B*heads, Lq, P]
+            out = attend_gather_free(value, spatial_shapes, self.num_points, loc, weights)
+            return out.reshape([-1, self.num_heads * self.head_dim, lq]).transpose([0, 2, 1])
         sections = [h * w for h, w in spatial_shapes]
         values = paddle.split(value, sections, axis=-1) if len(sections) > 1 else [value]
         point_splits = paddle.split(loc, self.num_points, axis=2)
