@@ -190,3 +190,66 @@ def test_rtdetr_split_on_the_simulator(tmp_path):
         assert np.abs(top(got[0]) - top(ref[0])).max() <= 0.1
     finally:
         sim.close()
+
+
+def _conv_names(onnx_path):
+    import onnx
+
+    g = onnx.load(onnx_path, load_external_data=False).graph
+    return [(n.name, n.input[1]) for n in g.node if n.op_type == "Conv"]
+
+
+def test_float_layers_resolve_to_rknn_layer_names(tiny_fixed, tmp_path):
+    """--float_layers / --float_span name convs (node or Paddle weight name) and tensor spans;
+    they become the output tensors (= rknn layer names) written as float16 into the hybrid
+    cfg; unknown names fail with the name."""
+    path = os.path.join(tiny_fixed, "model.onnx")
+    convs = _conv_names(path)
+    (node0, w0), (node1, w1) = convs[0], convs[1]
+    by_weight = rk.float_tensors(path, [w0])
+    assert by_weight and by_weight == rk.float_tensors(path, [node0])
+    both = rk.float_tensors(path, [w0, node1])
+    assert both[:len(by_weight)] == by_weight and len(both) > len(by_weight)
+    # a span from the graph input through the first conv layer marks that layer (at least)
+    span = rk.float_tensors(path, spans=[["image", by_weight[-1]]])
+    assert set(by_weight) <= set(span)
+    with pytest.raises(ValueError, match="no_such.w_0"):
+        rk.float_tensors(path, ["no_such.w_0"])
+    with pytest.raises(ValueError, match="no_such_tensor"):
+        rk.float_tensors(path, spans=[["image", "no_such_tensor"]])
+    cfg = tmp_path / "model.quantization.cfg"
+    cfg.write_text("custom_quantize_layers:\n    a: float16\nquantize_parameters:\n    image:\n"
+                   "        dtype: float32\n")
+    assert rk.mark_float16(str(cfg), ["b", "c"]) == 3
+    import yaml
+    data = yaml.safe_load(cfg.read_text())
+    assert data["custom_quantize_layers"] == {"a": "float16", "b": "float16", "c": "float16"}
+    assert data["quantize_parameters"]["image"]["dtype"] == "float32"
+    sens = tmp_path / "sens.json"
+    sens.write_text('{"layers": [{"name": "%s"}, {"name": "%s"}]}' % (w1, w0))
+    assert rk.sensitive_layers(str(sens), 1) == [w1]
+
+
+@needs_rknn
+def test_hybrid_float_layers_build_fp16_layers(tiny_fixed, tmp_path):
+    """tools/convert_rknn.py --quant hybrid --float_layers: the named conv runs in fp16 and
+    the rest in int8 (rknn's own layer table)."""
+    import json
+    import subprocess
+
+    from conftest import PYTHON, REPO
+    node = _conv_names(os.path.join(tiny_fixed, "model.onnx"))[0][0]
+    out = tmp_path / "hybrid"
+    r = subprocess.run([PYTHON, os.path.join(REPO, "tools", "convert_rknn.py"), tiny_fixed,
+                        "--quant", "hybrid", "--float_ops", "--float_layers", node,
+                        "--calib", os.path.dirname(coco_mini_images(1)[0]), "--calib_images", "2",
+                        "--output_dir", str(out)], capture_output=True, text=True, cwd=REPO,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rep = json.loads((out / "op_report.json").read_text())
+    dtypes = rep["ops"]["dtypes"]
+    assert dtypes.get("FLOAT16", 0) >= 1 and dtypes.get("INT8", 0) >= 1, dtypes
+    log = (out / "build_hybrid.log").read_text(errors="replace")
+    assert "cfg float16 layers" in log
+    rows = rk.parse_op_table(log)
+    assert any(r["dtype"] == "FLOAT16" and r["name"].endswith(node) for r in rows), rows

@@ -11,6 +11,9 @@ build_<quant>.log (rknn's own log, with its layer table), op_report.json / op_re
 run on the NPU and which fall back to the CPU, with the command that built them), and with
 --eval_ann the COCO AP of the PC simulator on those images (eval.json).
 
+--quant hybrid keeps --float_ops op types, --float_layers / --float_from convs and --float_span
+subgraphs in fp16 (docs/onnx_rknn.md, int8 section: PicoDet-S needs its backbone in fp16).
+
 --quant int8 / hybrid calibrate on --calib: a folder of images (preprocessed exactly like
 inference, --calib_images of them, seeded) or a ready dataset.txt of .npy inputs. Calibrate
 on images that are not in the evaluation set.
@@ -34,6 +37,9 @@ EXAMPLES = [
     "--calib ../shared/data/coco_bench600/images --calib_images 100 "
     "--output_dir output/rknn/picodet_s_416_int8 "
     "--eval_ann ../shared/data/coco_val158/annotations/instances_val158.json",
+    "python tools/convert_rknn.py output/onnx_rknn/picodet_s_416_b1 --quant hybrid "
+    "--float_from docs/results/quant/picodet_s_416_sensitivity.json --float_top 8 "
+    "--calib ../shared/data/coco_bench600/images --output_dir output/rknn/picodet_s_416_hybrid_top8",
     "python tools/convert_rknn.py output/onnx_rknn/rtdetr_npu --quant hybrid --detr "
     "--float_ops Softmax MatMul --calib ../shared/data/coco_bench600/images "
     "--output_dir output/rknn/rtdetr_hybrid",
@@ -41,8 +47,9 @@ EXAMPLES = [
 
 
 def convert(model_dir, output_dir, *, quant="fp16", calib=None, calib_images=100,
-            float_ops=("Softmax",), disable_rules=(), quant_algorithm="normal", eval_ann=None, eval_images=None,
-            eval_limit=None, command=""):
+            float_ops=("Softmax",), float_layers=(), float_spans=(), disable_rules=(),
+            quant_algorithm="normal", eval_ann=None, eval_images=None, eval_limit=None,
+            command=""):
     """Build ``model_dir/model.onnx`` for rk3588, export ``model.rknn``, write the op report.
 
     Returns:
@@ -53,11 +60,25 @@ def convert(model_dir, output_dir, *, quant="fp16", calib=None, calib_images=100
     os.makedirs(output_dir, exist_ok=True)
     shutil.copy(os.path.join(model_dir, "infer_cfg.yml"), os.path.join(output_dir, "infer_cfg.yml"))
     t = time.perf_counter()
-    runner = Runner(model_dir, backend="rknn-sim", batch_size=1, backend_options={
-        "quant": quant, "calib": calib, "calib_images": calib_images,
-        "float_ops": tuple(float_ops), "disable_rules": tuple(disable_rules),
-        "quant_algorithm": quant_algorithm,
-        "log_dir": output_dir, "export_path": os.path.join(output_dir, "model.rknn")})
+    options = {"quant": quant, "calib": calib, "calib_images": calib_images,
+               "float_ops": tuple(float_ops), "disable_rules": tuple(disable_rules),
+               "quant_algorithm": quant_algorithm,
+               "log_dir": output_dir, "export_path": os.path.join(output_dir, "model.rknn")}
+    if float_layers or float_spans:
+        # per-layer fp16 spans are options of RknnSimBackend itself (not of the registry's
+        # rknn-sim format): build the backend here and hand it to the runner
+        from deploy.backends.rknn import RknnSimBackend
+        from deploy.meta import load_meta
+
+        backend = RknnSimBackend(load_meta(model_dir), **options, float_layers=tuple(float_layers),
+                                 float_spans=tuple(tuple(s) for s in float_spans))
+        try:
+            runner = Runner(model_dir, backend=backend, batch_size=1)
+        except Exception:
+            backend.close()
+            raise
+    else:
+        runner = Runner(model_dir, backend="rknn-sim", batch_size=1, backend_options=options)
     backend = runner.backend
     result = {"model_dir": model_dir, "quant": quant, "command": command,
               "build": {"wall_s": time.perf_counter() - t,
@@ -98,8 +119,20 @@ def main(argv=None):
     p.add_argument("--quant", choices=QUANT_MODES, default="fp16")
     p.add_argument("--calib", default=None, help="image folder or dataset.txt (int8/hybrid)")
     p.add_argument("--calib_images", type=int, default=100)
-    p.add_argument("--float_ops", nargs="+", default=["Softmax"],
-                   help="hybrid: ONNX op types kept in fp16 (default: Softmax)")
+    p.add_argument("--float_ops", nargs="*", default=["Softmax"],
+                   help="hybrid: ONNX op types kept in fp16 (default: Softmax; none: no op types)")
+    p.add_argument("--float_layers", nargs="+", default=[],
+                   help="hybrid: Conv layers kept in fp16 (their input tensor, and the conv with "
+                        "its BN + activation), by ONNX node name (Conv.12) or Paddle weight name "
+                        "(conv2d_27.w_0); or rknn layers by output tensor name, as in rknn's "
+                        "accuracy_analysis report (hardswish_4.tmp_0)")
+    p.add_argument("--float_from", default=None,
+                   help="hybrid: a tools/quant.py sensitivity JSON; its --float_top layers are "
+                        "kept in fp16 (added to --float_layers)")
+    p.add_argument("--float_top", type=int, default=8, help="with --float_from (default 8)")
+    p.add_argument("--float_span", nargs=2, action="append", default=[], metavar=("IN", "OUT"),
+                   help="hybrid: keep everything from tensor IN to tensor OUT in fp16 "
+                        "(repeatable), e.g. --float_span image reshape2_9.tmp_0")
     p.add_argument("--quant_algorithm", choices=["normal", "kl_divergence", "mmse"],
                    default="normal", help="rknn quantized_algorithm (int8/hybrid)")
     p.add_argument("--disable_rules", nargs="*", default=[],
@@ -114,11 +147,20 @@ def main(argv=None):
     if reason:
         sys.stderr.write(f"convert_rknn: {reason}\n")
         return 2
+    float_layers = list(args.float_layers)
+    if args.float_from:
+        from deploy.backends.rknn import sensitive_layers
+
+        float_layers += [n for n in sensitive_layers(args.float_from, args.float_top)
+                         if n not in float_layers]
+    if (float_layers or args.float_span) and args.quant != "hybrid":
+        p.error("--float_layers/--float_from/--float_span need --quant hybrid")
     rules = list(args.disable_rules) + (list(DETR_DISABLE_RULES) if args.detr else [])
     command = "python tools/convert_rknn.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     try:
         res = convert(args.model_dir, args.output_dir, quant=args.quant, calib=args.calib,
                       calib_images=args.calib_images, float_ops=args.float_ops,
+                      float_layers=float_layers, float_spans=args.float_span,
                       disable_rules=rules, quant_algorithm=args.quant_algorithm,
                       eval_ann=args.eval_ann, eval_images=args.eval_images,
                       eval_limit=args.eval_limit, command=command)

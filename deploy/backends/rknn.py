@@ -11,9 +11,11 @@ backend builds from ``model.onnx`` when it starts (seconds for fp16; int8 adds c
 
 Build settings (:class:`BuildConfig`):
 
-* ``quant``: ``fp16`` | ``int8`` (w8a8, calibration list) | ``hybrid`` (int8 with the ops
-  named by ``float_ops`` — by default ``Softmax`` and the ``MatMul`` that follows it, i.e.
-  DFL and attention — kept in fp16 through rknn's ``custom_hybrid``).
+* ``quant``: ``fp16`` | ``int8`` (w8a8, calibration list) | ``hybrid`` (int8 with some layers
+  kept in fp16: the op types in ``float_ops`` — by default ``Softmax``, i.e. DFL and
+  attention —, the convs in ``float_layers`` (node or Paddle weight names, e.g. from a
+  sensitivity report) and the subgraphs in ``float_spans``; resolved in rknn's own graph after
+  ``hybrid_quantization_step1`` and written into its ``custom_quantize_layers``).
 * Input: the graph takes the *normalised* ``[1, 3, H, W]`` float tensor the runner feeds
   (``mean_values`` 0, ``std_values`` 1); calibration data is written as ``.npy`` by the same
   ``deploy/preprocess.py`` code. On a board one would fold mean/std into the ``.rknn`` instead.
@@ -63,6 +65,10 @@ class BuildConfig:
         target: RKNN platform (``rk3588``).
         dataset: Calibration list (one ``.npy`` path a line), needed for int8/hybrid.
         float_ops: ``hybrid``: ONNX op types kept in fp16 (each node's input->output span).
+        float_layers: ``hybrid``: Conv layers kept in fp16, by node or weight name.
+        float_spans: ``hybrid``: ``[input tensor, output tensor]`` spans kept in fp16 (e.g. a
+            whole backbone stage ``["image", "..."]``). Both are resolved against rknn's own
+            graph after step 1 and written into its cfg (:func:`float_tensors`).
         disable_rules: rknn graph-optimizer rules to switch off.
         quantized_algorithm: ``normal`` | ``mmse`` | ``kl_divergence``.
         export_path: Write the ``.rknn`` here (``None``: do not export).
@@ -76,6 +82,8 @@ class BuildConfig:
     target: str = "rk3588"
     dataset: Optional[str] = None
     float_ops: List[str] = field(default_factory=lambda: ["Softmax"])
+    float_layers: List[str] = field(default_factory=list)
+    float_spans: List[List[str]] = field(default_factory=list)
     disable_rules: List[str] = field(default_factory=list)
     quantized_algorithm: str = "normal"
     export_path: Optional[str] = None
@@ -163,12 +171,191 @@ def constant_outputs(cfg: "BuildConfig", log_text: str):
     return len(outs), {outs.index(n): values[n] for n in dropped}
 
 
-def hybrid_spans(onnx_path: str, op_types: Sequence[str]) -> List[List[str]]:
-    """``[[input, output], ...]`` tensor spans of every node whose type is in ``op_types``."""
+def nodes_of_types(onnx_path: str, op_types: Sequence[str]) -> List[str]:
+    """Names of the nodes whose type is in ``op_types``."""
     import onnx
 
     model = onnx.load(onnx_path, load_external_data=False)
-    return [[n.input[0], n.output[0]] for n in model.graph.node if n.op_type in set(op_types)]
+    return [n.name for n in model.graph.node if n.op_type in set(op_types)]
+
+
+# ops rknn fuses into the conv before them (Conv+BN+act -> one "ConvHardSwish" layer)
+_CONV_TAIL = ("BatchNormalization", "HardSwish", "Relu", "HardSigmoid", "Sigmoid", "Clip",
+              "LeakyRelu")
+
+
+def float_tensors(graph_path: str, layers: Sequence[str] = (),
+                  spans: Sequence[Sequence[str]] = (), op_types: Sequence[str] = (),
+                  node_names: Sequence[str] = ()) -> List[str]:
+    """Output tensors (= rknn layer names) to mark ``float16`` in a hybrid quantization cfg.
+
+    Args:
+        graph_path: An ONNX-format graph: rknn's own ``<stem>.model`` written by
+            ``hybrid_quantization_step1`` (what the worker uses: rknn renames and removes
+            tensors, e.g. channel-shuffle reshapes, so names are resolved there), or the
+            exported ``model.onnx`` (conv and weight names are the same in both).
+        layers: Conv layers by node name (``Conv.12``) or weight name (``conv2d_27.w_0``:
+            paddle2onnx keeps the Paddle parameter names, as the sensitivity report uses).
+            Each conv's input tensor (its producer: rknn stores a tensor in the precision
+            of the layer that writes it, so this is what keeps the conv's *input* out of
+            int8, as the sensitivity report measures), its output and the BN / activation
+            that follow it as their only consumer (the layer rknn fuses, e.g.
+            ``ConvHardSwish``) are marked.
+        spans: ``[input, output]`` tensor pairs: every node downstream of ``input`` (a graph
+            input such as ``image`` included) and upstream of ``output`` is marked.
+        op_types: Nodes of these ONNX op types are marked (rknn's own variants too:
+            ``Softmax`` matches ``exSoftmax13``).
+        node_names: Nodes with these names are marked (the ONNX names of ``op_types``
+            nodes, in case rknn changed their type).
+
+    Raises:
+        ValueError: A name that is not in the graph.
+    """
+    import onnx
+
+    g = onnx.load(graph_path, load_external_data=False).graph
+    consumers: Dict[str, List[Any]] = {}
+    producer: Dict[str, Any] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+        for o in n.output:
+            producer[o] = n
+    convs: Dict[str, Any] = {}
+    for n in g.node:
+        if n.op_type == "Conv":
+            convs[n.name] = n
+            if len(n.input) > 1:
+                convs.setdefault(n.input[1], n)
+    missing = [k for k in layers if k not in convs]
+    if missing:
+        raise ValueError(f"{graph_path}: no Conv node or conv weight named {missing}")
+    out: List[str] = []
+
+    def mark(t):
+        if t not in out:
+            out.append(t)
+
+    for k in layers:
+        src = convs[k].input[0]
+        if src in producer and not producer[src].op_type.startswith("exDataConvert"):
+            mark(src)  # rknn quantizes a tensor where it is produced: the conv reads it in fp16
+        t = convs[k].output[0]
+        mark(t)
+        while len(consumers.get(t, [])) == 1 and consumers[t][0].op_type in _CONV_TAIL:
+            t = consumers[t][0].output[0]
+            mark(t)
+    names = set(node_names)
+    for n in g.node:
+        if n.name in names or any(n.op_type == t or n.op_type.startswith("ex" + t)
+                                  for t in op_types):
+            for o in n.output:
+                mark(o)
+    known = set(producer) | {i.name for i in g.input}
+    for src, dst in spans:
+        bad = [t for t in (src, dst) if t not in known]
+        if bad:
+            raise ValueError(f"{graph_path}: no tensor named {bad} (open it in netron for names)")
+        down, stack = set(), [src]
+        while stack:  # tensors downstream of src
+            t = stack.pop()
+            for n in consumers.get(t, []):
+                for o in n.output:
+                    if o not in down:
+                        down.add(o)
+                        stack.append(o)
+        up, stack = set(), [dst]
+        while stack:  # tensors upstream of dst
+            t = stack.pop()
+            if t in up or t not in producer:
+                continue
+            up.add(t)
+            stack.extend(producer[t].input)
+        for n in g.node:  # graph order; rknn's own input cast (exDataConvert) left alone
+            if n.op_type.startswith("exDataConvert"):
+                continue
+            for o in n.output:
+                if o in down and o in up:
+                    mark(o)
+    return out
+
+
+def resolve_float_layers(rknn_graph: str, onnx_path: str, layers: Sequence[str] = (),
+                         spans: Sequence[Sequence[str]] = (),
+                         op_types: Sequence[str] = ()) -> List[str]:
+    """:func:`float_tensors` in rknn's graph, for layers rknn rewrote too.
+
+    ``layers`` may also name rknn layers directly by their output tensor (the names of its
+    ``accuracy_analysis`` report, e.g. ``hardswish_4.tmp_0``); those are marked as they are.
+    rknn merges some convs into others (e.g. a 1x1 conv after a channel shuffle becomes two
+    convs + Add named after their inputs), so their node and weight names are gone from its
+    graph. Such a layer is resolved in the exported ONNX instead and the tensors of that
+    result that rknn's graph still has (the BN / activation outputs) are marked; a layer with
+    none left is reported and skipped.
+    """
+    import onnx
+
+    g = onnx.load(rknn_graph, load_external_data=False).graph
+    keys = {n.name for n in g.node if n.op_type == "Conv"} | {
+        n.input[1] for n in g.node if n.op_type == "Conv" and len(n.input) > 1}
+    tensors = {o for n in g.node for o in n.output}
+    here = [k for k in layers if k in keys]
+    direct = [k for k in layers if k not in keys and k in tensors]  # rknn layer (tensor) names
+    marked = float_tensors(rknn_graph, here, spans, op_types=op_types,
+                           node_names=nodes_of_types(onnx_path, op_types) if op_types else ())
+    skipped = []
+    marked += [k for k in direct if k not in marked]
+    for k in layers:
+        if k in keys or k in direct:
+            continue
+        found = [t for t in float_tensors(onnx_path, [k]) if t in tensors]
+        if not found:  # e.g. a head conv + Split rewritten as convs named "<its input>_conv*"
+            src = _onnx_conv_input(onnx_path, k)
+            found = [n.output[0] for n in g.node if n.op_type == "Conv" and n.input
+                     and n.input[0] == src and n.name.startswith(src + "_conv")]
+        marked += [t for t in found if t not in marked]
+        if not found:
+            skipped.append(k)
+    if skipped:
+        print(f"hybrid: layers not found in rknn's graph, left as rknn built them: {skipped}",
+              flush=True)
+    return marked
+
+
+def _onnx_conv_input(onnx_path: str, name: str) -> Optional[str]:
+    import onnx
+
+    for n in onnx.load(onnx_path, load_external_data=False).graph.node:
+        if n.op_type == "Conv" and (n.name == name or (len(n.input) > 1 and n.input[1] == name)):
+            return n.input[0]
+    return None
+
+
+def mark_float16(cfg_path: str, tensors: Sequence[str]) -> int:
+    """Add ``tensor: float16`` to ``custom_quantize_layers`` of a step-1 ``.quantization.cfg``.
+
+    Returns:
+        int: how many layers the cfg now keeps in float16.
+    """
+    import yaml
+
+    with open(cfg_path) as f:
+        data = yaml.safe_load(f) or {}
+    layers = data.get("custom_quantize_layers") or {}
+    for t in tensors:
+        layers[t] = "float16"
+    data["custom_quantize_layers"] = layers
+    with open(cfg_path, "w") as f:
+        yaml.safe_dump(data, f, sort_keys=False)
+    return sum(v == "float16" for v in layers.values())
+
+
+def sensitive_layers(path: str, top: int) -> List[str]:
+    """The ``top`` most sensitive layer names of a ``tools/quant.py sensitivity`` JSON."""
+    import json
+
+    with open(path) as f:
+        return [layer["name"] for layer in json.load(f)["layers"][:int(top)]]
 
 
 # -- op report --------------------------------------------------------------------------------
@@ -205,6 +392,9 @@ def summarize_ops(rows: List[Dict[str, Any]]) -> Dict[str, Any]:
         "cpu_ops": dict(sorted((op, n) for (t, op), n in by.items() if t == "CPU")),
         "cpu_fallbacks": [f'{r["op"]} ({r["name"]})' for r in body if r["target"] == "CPU"],
         "dtypes": dict(Counter(r["dtype"] for r in body)),
+        # hybrid builds add exDataConvert layers at each int8 <-> fp16 boundary
+        "data_converts": sum(r["op"] == "exDataConvert" for r in body),
+        "dtypes_compute": dict(Counter(r["dtype"] for r in body if r["op"] != "exDataConvert")),
     }
 
 
@@ -215,7 +405,11 @@ def op_report_markdown(summary: Dict[str, Any], title: str, command: str = "") -
     lines += [f"Layers: {summary['layers']} — NPU {summary['npu_layers']}, "
               f"CPU {summary['cpu_layers']} (from rknn-toolkit2's build-log layer table; "
               "input/output operators not counted). Data types: "
-              + ", ".join(f"{k} {v}" for k, v in summary["dtypes"].items()), "",
+              + ", ".join(f"{k} {v}" for k, v in summary["dtypes"].items())
+              + ("" if not summary.get("data_converts") else
+                 f"; without the {summary['data_converts']} exDataConvert (int8 <-> fp16) "
+                 "layers: " + ", ".join(f"{k} {v}" for k, v in
+                                       summary["dtypes_compute"].items())), "",
               "| op | NPU | CPU |", "|---|---|---|"]
     ops = sorted(set(summary["npu_ops"]) | set(summary["cpu_ops"]))
     lines += [f"| {op} | {summary['npu_ops'].get(op, 0)} | {summary['cpu_ops'].get(op, 0)} |"
@@ -245,15 +439,23 @@ def _build(cfg: BuildConfig):
                     input_size_list=[list(s) for s in cfg.input_shapes]) != 0:
         raise RuntimeError(f"rknn load_onnx failed for {cfg.onnx} (see the log)")
     if cfg.quant == "hybrid":
-        spans = hybrid_spans(cfg.onnx, cfg.float_ops)
         work = cfg.work_dir or tempfile.mkdtemp(prefix="rknn_hybrid_")
         os.makedirs(work, exist_ok=True)
         cwd = os.getcwd()
         os.chdir(work)  # step 1 writes <name>.model/.data/.quantization.cfg into the cwd
         try:
-            if rk.hybrid_quantization_step1(dataset=cfg.dataset, custom_hybrid=spans or None) != 0:
+            # no custom_hybrid spans here: rknn checks them against its own optimised graph,
+            # where many ONNX tensors no longer exist (fused BN, channel-shuffle reshapes,
+            # DFL reshapes); the fp16 layers are resolved in that graph (<stem>.model) and
+            # written into the step-1 cfg instead, which is what step 2 reads
+            if rk.hybrid_quantization_step1(dataset=cfg.dataset) != 0:
                 raise RuntimeError("rknn hybrid_quantization_step1 failed (see the log)")
             stem = os.path.splitext(os.path.basename(cfg.onnx))[0]
+            marked = resolve_float_layers(f"{stem}.model", cfg.onnx, cfg.float_layers,
+                                          cfg.float_spans, cfg.float_ops)
+            n = mark_float16(f"{stem}.quantization.cfg", marked)
+            print(f"hybrid: {len(marked)} layers requested in float16; cfg float16 layers: {n}: "
+                  f"{marked}", flush=True)
             rk.release()
             rk = fresh()  # step 2 refuses an object that already loaded a model
             ret = rk.hybrid_quantization_step2(model_input=f"{stem}.model", data_input=f"{stem}.data",
@@ -500,6 +702,9 @@ class RknnSimBackend(Backend):
             build one from (:func:`write_calibration_list`).
         calib_images: Images taken from a ``calib`` folder.
         float_ops: ``hybrid``: ONNX op types kept in fp16.
+        float_layers: ``hybrid``: Conv layers kept in fp16, by node or weight name
+            (:func:`float_tensors`).
+        float_spans: ``hybrid``: more ``[input, output]`` tensor spans kept in fp16.
         disable_rules: rknn optimizer rules to turn off (DETR graphs: squeeze_nd_add/mul).
         log_dir: Where the build log and op report go (default: a temp dir).
         quant_algorithm: rknn ``quantized_algorithm``: ``normal`` | ``kl_divergence`` | ``mmse``.
@@ -508,7 +713,8 @@ class RknnSimBackend(Backend):
 
     def __init__(self, meta, *, quant: str = "fp16", target: str = "rk3588",
                  calib: Optional[str] = None, calib_images: int = 100,
-                 float_ops: Sequence[str] = ("Softmax",), disable_rules: Sequence[str] = (),
+                 float_ops: Sequence[str] = ("Softmax",), float_layers: Sequence[str] = (),
+                 float_spans: Sequence[Sequence[str]] = (), disable_rules: Sequence[str] = (),
                  quant_algorithm: str = "normal", log_dir: Optional[str] = None,
                  export_path: Optional[str] = None):
         super().__init__(meta)
@@ -518,7 +724,8 @@ class RknnSimBackend(Backend):
                              "--batch_size 1 (infer_cfg.yml input_shape has -1)")
         if quant not in QUANT_MODES:
             raise ValueError(f"quant must be one of {QUANT_MODES}, got {quant!r}")
-        self.log_dir = log_dir or tempfile.mkdtemp(prefix="rknn_sim_")
+        # absolute: the worker runs with its cwd in log_dir (hybrid step files go to work_dir)
+        self.log_dir = os.path.abspath(log_dir or tempfile.mkdtemp(prefix="rknn_sim_"))
         dataset = None
         if quant != "fp16":
             if not calib:
@@ -528,6 +735,9 @@ class RknnSimBackend(Backend):
         self.quant, self.target = quant, target
         common = dict(target=target, float_ops=list(float_ops), disable_rules=list(disable_rules),
                       quantized_algorithm=quant_algorithm)
+        if (float_layers or float_spans) and quant != "hybrid":
+            raise ValueError("float_layers / float_spans need quant='hybrid'")
+        common.update(float_layers=list(float_layers), float_spans=[list(s) for s in float_spans])
         export_path = os.path.abspath(export_path) if export_path else None
         self.split = split_config(meta.model_dir)
         self.workers: Dict[str, RknnWorker] = {}
@@ -539,6 +749,8 @@ class RknnSimBackend(Backend):
             self.workers["model"] = RknnWorker(cfg, os.path.join(self.log_dir, f"build_{quant}.log"))
             self._run = lambda x: self._per_image(self.workers["model"], x)
         else:
+            if float_layers or float_spans:
+                raise ValueError("float_layers / float_spans are not supported for split graphs")
             # RT-DETR split: quant applies to the encoder graph (backbone + hybrid encoder); the
             # decoder graph (attention, softmax, box refinement) stays fp16 on the NPU.
             stem = export_path[:-len(".rknn")] if export_path and export_path.endswith(".rknn") \
@@ -584,14 +796,15 @@ def _merge_reports(reports: List[Dict[str, Any]]) -> Dict[str, Any]:
     if len(reports) == 1:
         return reports[0]
     out: Dict[str, Any] = {"layers": 0, "npu_layers": 0, "cpu_layers": 0, "npu_ops": Counter(),
-                           "cpu_ops": Counter(), "cpu_fallbacks": [], "dtypes": Counter()}
+                           "cpu_ops": Counter(), "cpu_fallbacks": [], "dtypes": Counter(),
+                           "data_converts": 0, "dtypes_compute": Counter()}
     for r in reports:
-        for k in ("layers", "npu_layers", "cpu_layers"):
-            out[k] += r[k]
-        for k in ("npu_ops", "cpu_ops", "dtypes"):
-            out[k].update(r[k])
+        for k in ("layers", "npu_layers", "cpu_layers", "data_converts"):
+            out[k] += r.get(k, 0)
+        for k in ("npu_ops", "cpu_ops", "dtypes", "dtypes_compute"):
+            out[k].update(r.get(k, {}))
         out["cpu_fallbacks"] += r["cpu_fallbacks"]
-    for k in ("npu_ops", "cpu_ops", "dtypes"):
+    for k in ("npu_ops", "cpu_ops", "dtypes", "dtypes_compute"):
         out[k] = dict(sorted(out[k].items()))
     return out
 
