@@ -103,7 +103,7 @@ def _onnxruntime() -> Optional[str]:
 
 
 def _rknn() -> Optional[str]:
-    from deploy.backends.rknn import unavailable_reason
+    from deploy.rknn.worker import unavailable_reason
 
     return unavailable_reason()
 

@@ -23,7 +23,7 @@ import pytest
 from ppdet.core.workspace import create
 
 import deploy  # noqa: F401
-from deploy.backends.rknn import onnxruntime_split_pipeline, select_queries
+from deploy.rknn.split import onnxruntime_split_pipeline, select_queries
 from deploy.formats import create_backend
 from deploy.postprocess import postprocess_batch
 from deploy.meta import load_meta
@@ -93,7 +93,7 @@ def test_split_metadata(split_dir):
     meta = load_meta(out)
     assert meta.input_shape == (1, 3, SIZE, SIZE)
     assert meta.post.type == "topk"
-    from deploy.backends.rknn import split_config
+    from deploy.rknn.split import split_config
     cfg = split_config(out)
     assert cfg["num_queries"] == 30 and cfg["sampling"] == ["discrete"] and cfg["gather_free"]
     assert cfg["decoder_input_shapes"][0] == [1, 30, 64]

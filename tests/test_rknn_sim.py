@@ -15,12 +15,13 @@ import paddle
 import pytest
 
 import deploy  # noqa: F401
-from deploy.backends import rknn as rk
+from deploy.backends.rknn import RknnSimBackend
+from deploy.rknn import hybrid, report, split, worker
 from deploy.formats import FormatUnavailable, check_available, create_backend, get_format
 from deploy.runner import Runner
 from deploy_fixtures import coco_mini_images
 
-REASON = rk.unavailable_reason()
+REASON = worker.unavailable_reason()
 needs_rknn = pytest.mark.skipif(REASON is not None, reason=str(REASON))
 
 LOG = """I rknn building ...
@@ -37,19 +38,19 @@ D RKNN: [16:43:25.041] Total Internal Memory Size: 9126KB
 
 
 def test_op_table_parsing():
-    rows = rk.parse_op_table(LOG)
+    rows = report.parse_op_table(LOG)
     assert [r["op"] for r in rows] == ["InputOperator", "ConvHardSwish", "exSoftmax13", "TopK",
                                        "OutputOperator"]
-    s = rk.summarize_ops(rows)
+    s = report.summarize_ops(rows)
     assert (s["layers"], s["npu_layers"], s["cpu_layers"]) == (3, 2, 1)
     assert s["cpu_ops"] == {"TopK": 1} and s["cpu_fallbacks"] == ["TopK (TopK:TopK.0)"]
-    md = rk.op_report_markdown(s, "demo", "python tools/convert_rknn.py x")
+    md = report.op_report_markdown(s, "demo", "python tools/convert_rknn.py x")
     assert "| TopK | 0 | 1 |" in md and "python tools/convert_rknn.py x" in md
 
 
 def test_missing_toolkit_gives_a_clear_reason(monkeypatch, tmp_path):
     monkeypatch.setenv("RKNN_PYTHON", str(tmp_path / "no-such-python"))
-    reason = rk.unavailable_reason()
+    reason = worker.unavailable_reason()
     assert "setup_rknn_env.sh" in reason
     with pytest.raises(FormatUnavailable, match="setup_rknn_env.sh"):
         check_available(get_format("rknn-sim"))
@@ -96,7 +97,7 @@ def test_dynamic_shape_is_refused(tmp_path):
 
     out = build_tiny_export(str(tmp_path / "dyn"), onnx=True)
     with pytest.raises(ValueError, match="fixed input shape"):
-        rk.RknnSimBackend(load_meta(out))
+        RknnSimBackend(load_meta(out))
 
 
 @needs_rknn
@@ -159,16 +160,16 @@ def test_rtdetr_split_on_the_simulator(tmp_path):
     export_rtdetr_split(cfg, out, model=model, input_shape=(160, 160))
     reset_global_config()
     x = np.random.RandomState(0).rand(1, 3, 160, 160).astype("float32")
-    ref = rk.onnxruntime_split_pipeline(out)(x)
+    ref = split.onnxruntime_split_pipeline(out)(x)
     sim = create_backend(out, "rknn-sim", {"log_dir": str(tmp_path / "log"),
-                                           "disable_rules": rk.DETR_DISABLE_RULES})
+                                           "disable_rules": worker.DETR_DISABLE_RULES})
     try:
         got = sim.infer(x)
         assert set(sim.workers) == {"encoder", "decoder"}
         assert {"TopK", "GridSample", "GatherND"}.isdisjoint(sim.ops["cpu_ops"])
         assert set(sim.ops["cpu_ops"]) <= {"Reshape", "Transpose"}, sim.ops["cpu_ops"]
         assert [g.shape for g in got] == [r.shape for r in ref]
-        cfg = rk.split_config(out)
+        cfg = split.split_config(out)
         enc = onnxruntime.InferenceSession(os.path.join(out, cfg["encoder"]),
                                            providers=["CPUExecutionProvider"])
         dec = onnxruntime.InferenceSession(os.path.join(out, cfg["decoder"]),
@@ -179,7 +180,7 @@ def test_rtdetr_split_on_the_simulator(tmp_path):
             feeds.extend(xs)
             return dec.run(["scores", "boxes"], dict(zip(cfg["decoder_inputs"], xs)))
 
-        want = rk.SplitPipeline.from_config(
+        want = split.SplitPipeline.from_config(
             cfg, lambda im: enc.run(list(cfg["encoder_outputs"]), {"image": im}), run_decoder)(x)
         have = sim.workers["decoder"].infer(*feeds)
         assert np.abs(have[0] - want[0]).max() <= 0.05
@@ -206,28 +207,28 @@ def test_float_layers_resolve_to_rknn_layer_names(tiny_fixed, tmp_path):
     path = os.path.join(tiny_fixed, "model.onnx")
     convs = _conv_names(path)
     (node0, w0), (node1, w1) = convs[0], convs[1]
-    by_weight = rk.float_tensors(path, [w0])
-    assert by_weight and by_weight == rk.float_tensors(path, [node0])
-    both = rk.float_tensors(path, [w0, node1])
+    by_weight = hybrid.float_tensors(path, [w0])
+    assert by_weight and by_weight == hybrid.float_tensors(path, [node0])
+    both = hybrid.float_tensors(path, [w0, node1])
     assert both[:len(by_weight)] == by_weight and len(both) > len(by_weight)
     # a span from the graph input through the first conv layer marks that layer (at least)
-    span = rk.float_tensors(path, spans=[["image", by_weight[-1]]])
+    span = hybrid.float_tensors(path, spans=[["image", by_weight[-1]]])
     assert set(by_weight) <= set(span)
     with pytest.raises(ValueError, match="no_such.w_0"):
-        rk.float_tensors(path, ["no_such.w_0"])
+        hybrid.float_tensors(path, ["no_such.w_0"])
     with pytest.raises(ValueError, match="no_such_tensor"):
-        rk.float_tensors(path, spans=[["image", "no_such_tensor"]])
+        hybrid.float_tensors(path, spans=[["image", "no_such_tensor"]])
     cfg = tmp_path / "model.quantization.cfg"
     cfg.write_text("custom_quantize_layers:\n    a: float16\nquantize_parameters:\n    image:\n"
                    "        dtype: float32\n")
-    assert rk.mark_float16(str(cfg), ["b", "c"]) == 3
+    assert hybrid.mark_float16(str(cfg), ["b", "c"]) == 3
     import yaml
     data = yaml.safe_load(cfg.read_text())
     assert data["custom_quantize_layers"] == {"a": "float16", "b": "float16", "c": "float16"}
     assert data["quantize_parameters"]["image"]["dtype"] == "float32"
     sens = tmp_path / "sens.json"
     sens.write_text('{"layers": [{"name": "%s"}, {"name": "%s"}]}' % (w1, w0))
-    assert rk.sensitive_layers(str(sens), 1) == [w1]
+    assert hybrid.sensitive_layers(str(sens), 1) == [w1]
 
 
 @needs_rknn
@@ -251,5 +252,5 @@ def test_hybrid_float_layers_build_fp16_layers(tiny_fixed, tmp_path):
     assert dtypes.get("FLOAT16", 0) >= 1 and dtypes.get("INT8", 0) >= 1, dtypes
     log = (out / "build_hybrid.log").read_text(errors="replace")
     assert "cfg float16 layers" in log
-    rows = rk.parse_op_table(log)
+    rows = report.parse_op_table(log)
     assert any(r["dtype"] == "FLOAT16" and r["name"].endswith(node) for r in rows), rows

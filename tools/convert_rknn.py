@@ -27,8 +27,8 @@ import sys
 import time
 
 import deploy  # noqa: F401  (zlib first)
-from deploy.backends.rknn import (DETR_DISABLE_RULES, QUANT_MODES, op_report_markdown,
-                                  unavailable_reason)
+from deploy.rknn.report import op_report_markdown
+from deploy.rknn.worker import DETR_DISABLE_RULES, QUANT_MODES, unavailable_reason
 
 EXAMPLES = [
     "python tools/convert_rknn.py output/onnx_rknn/picodet_s_416_b1 --quant fp16 "
@@ -149,7 +149,7 @@ def main(argv=None):
         return 2
     float_layers = list(args.float_layers)
     if args.float_from:
-        from deploy.backends.rknn import sensitive_layers
+        from deploy.rknn.hybrid import sensitive_layers
 
         float_layers += [n for n in sensitive_layers(args.float_from, args.float_top)
                          if n not in float_layers]

@@ -111,7 +111,7 @@ def run_parity(cfg, work_dir, *, weights=None, input_shape=(320, 320), image_dir
         engines[name] = [np.concatenate(o, 0) for o in zip(*per_image)]
         b.close()
     if split:
-        from deploy.backends.rknn import onnxruntime_split_pipeline
+        from deploy.rknn.split import onnxruntime_split_pipeline
         engines["onnxruntime-split"] = onnxruntime_split_pipeline(work_dir)(x)
     result = {"inputs": files or f"noise {list(x.shape)}", "input_shape": list(x.shape),
               "weights": weights or "random init (paddle.seed(0))",

@@ -9,7 +9,7 @@ at the query selection, for a fixed ``[1, 3, H, W]`` input:
    ``enc_coord [1, 4, L]`` (cxcywh logits, anchors added) and ``memory [1, D, L]``, all
    channels first (``encoder_layout: channels_first``: no layout transposes on the CPU of
    either graph); anchors are constants.
-2. CPU (numpy, ``deploy.backends.rknn.SplitPipeline``): the best class logit per token (the
+2. CPU (numpy, ``deploy.rknn.split.SplitPipeline``): the best class logit per token (the
    ``ReduceMax``, which RKNN runs on the CPU anyway), the top-``K`` tokens by it and their rows
    of ``out_memory`` / ``enc_coord`` (the query selection's ``TopK`` + row gather).
 3. ``decoder.onnx`` (NPU): ``target [1, K, D]``, ``ref_unact [1, K, 4]``, ``memory [1, D, L]`` ->
