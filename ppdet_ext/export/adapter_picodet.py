@@ -10,23 +10,53 @@ Decode, per FPN level with stride ``s`` and feature size ``H x W``:
     (l, t, r, b)    = head.distribution_project applied to the DFL logits
                       (softmax over reg_max + 1 bins, expectation with its ``project``)
     box             = (cx - l*s, cy - t*s, cx + r*s, cy + b*s), xyxy in input pixels.
+
+Padding (issue #4): with dynamic H/W the deploy runner zero-pads each batch to its largest
+image, and PicoDet's squeeze-excitation pools and deep receptive field carry that padding
+into every image's outputs. So a dynamic-size trace (and dygraph, which mirrors it) runs the
+network under ``padding_mask.padding_invariant``: each image is computed as if it were alone,
+whatever its batch (its region rounded up to ``PAD_ROUND``, the runner's pad stride). A
+fixed-size export (no padding to speak of) keeps the plain graph.
 """
+import contextlib
+import functools
+import warnings
+
 import paddle
 import paddle.nn.functional as F
 
 from ppdet.modeling.architectures import PicoDet
 
 from .adapters import _nms_cfg_from_head, register_adapter
+from .padding_mask import padding_invariant
 
-__all__ = ["picodet_level_outputs", "picodet_raw_outputs"]
+__all__ = ["picodet_level_outputs", "picodet_raw_outputs", "masks_padding"]
+
+# Each image's region is its size rounded up to this, the pad_stride of the keep-ratio
+# readers (PadBatch pad_to_stride, infer_cfg.yml pad_stride): an image alone (bs = 1) then
+# fills its region, so bs = 1 gives exactly the unmasked graph's outputs and every batch
+# gives the bs = 1 outputs. (With exact sizes, round 1, coco_val158 AP fell 0.3417 ->
+# 0.3384 at every batch size: docs/batching.md "Correctness".)
+PAD_ROUND = 32
 
 
-def picodet_level_outputs(model, image):
+def masks_padding(image):
+    """Default of ``mask_padding``: True in dygraph and for a trace with a dynamic H or W;
+    False for a trace of fixed spatial size (that graph stays as before)."""
+    if paddle.in_dynamic_mode():
+        return True
+    return any(int(d) < 0 for d in image.shape[2:])
+
+
+def picodet_level_outputs(model, image, *, mask_padding=None):
     """Per-level raw head outputs, in the release-2.3 ONNX output order.
 
     Args:
         model: a ppdet ``PicoDet`` (eval mode) whose head is a ``PicoHead``.
-        image: ``[B, 3, H, W]`` float32, preprocessed.
+        image: ``[B, 3, H, W]`` float32, preprocessed; padding (if any) is 0.0 bottom/right.
+        mask_padding: compute each image as if alone in its canvas
+            (``padding_mask.padding_invariant``); None: :func:`masks_padding`. On an
+            unpadded input it changes outputs by float rounding only.
 
     Returns:
         (scores, dfl_logits, feats): lists over FPN levels of ``[B, H_l*W_l, C]`` sigmoid
@@ -37,6 +67,22 @@ def picodet_level_outputs(model, image):
     head = model.head
     if getattr(head, "dgqp_module", None) is not None:
         raise NotImplementedError("PicoHead with a DGQP module is not supported")
+    if mask_padding is None:
+        mask_padding = masks_padding(image)
+    if mask_padding and getattr(head.conv_feat, "use_se", False):
+        warnings.warn("PicoFeat(use_se=True) pools with F.adaptive_avg_pool2d: its outputs "
+                      "still depend on the padding", stacklevel=2)
+    masked = contextlib.nullcontext()
+    if mask_padding:
+        masked = padding_invariant(model, image, probe=functools.partial(_forward, model),
+                                   round_to=PAD_ROUND)
+    with masked:
+        outputs = _forward(model, image)
+    return outputs
+
+
+def _forward(model, image):
+    head = model.head
     feats = model.neck(model.backbone({"image": image}))
     bins = 4 * (head.reg_max + 1)
     scores, logits = [], []
@@ -63,20 +109,21 @@ def _level_centers(feat, stride, cell_offset):
     return paddle.stack([xx.flatten(), yy.flatten()], axis=-1)
 
 
-def picodet_raw_outputs(model, image):
+def picodet_raw_outputs(model, image, *, mask_padding=None):
     """Dense raw outputs of a ppdet ``PicoDet``.
 
     Args:
         model: ppdet ``PicoDet`` in eval mode.
         image: ``[B, 3, H, W]`` float32, preprocessed, H and W multiples of 32 (the
             deepest backbone stride) for keep-ratio inputs.
+        mask_padding: see :func:`picodet_level_outputs`.
 
     Returns:
         scores: ``[B, N, C]`` sigmoid class probabilities, N = sum over levels of H_l*W_l.
         boxes: ``[B, N, 4]`` xyxy in network-input pixels.
     """
     head = model.head
-    scores, logits, feats = picodet_level_outputs(model, image)
+    scores, logits, feats = picodet_level_outputs(model, image, mask_padding=mask_padding)
     project = head.distribution_project.project        # [reg_max + 1]: 0, 1, ..., reg_max
     boxes = []
     for feat, logit, stride in zip(feats, logits, head.fpn_stride):

@@ -1,0 +1,398 @@
+"""Padding invariance of dynamic-shape exports (issue #4, ``ppdet_ext/export/padding_mask.py``).
+
+An image's outputs must not depend on how much zero padding its batch adds bottom/right.
+
+Stated tolerances (float32, CPU):
+* masked squeeze-excitation on a padded map vs plain SE on the unpadded map: 1e-5 abs;
+* random-weight PicoDet-S, one image on its own canvas vs inside a bigger one, with masking:
+  scores <= 1e-5, DFL logits <= 1e-4 abs at every cell of the image (all levels); without
+  masking the same comparison must differ by > 1e-3 (so the test can see the effect);
+* traced graph (Paddle Inference with and without oneDNN, ONNX Runtime opset 11) vs dygraph,
+  batch of 2 differently padded images vs each image alone: 1e-4 abs.
+"""
+import os
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import REPO
+
+from ppdet_ext.export import padding_mask as pm
+
+CONFIG_320 = os.path.join(REPO, "configs", "picodet", "picodet_s_320_coco_ext.yml")
+SE_TOL = 1e-5
+SCORE_TOL, LOGIT_TOL = 1e-5, 1e-4
+GRAPH_TOL = 1e-4
+
+
+def _padded(images, canvas):
+    """Zero-pad ``[3, h, w]`` arrays bottom/right into one ``[B, 3, H, W]`` batch."""
+    out = np.zeros((len(images), images[0].shape[0]) + tuple(canvas), np.float32)
+    for k, im in enumerate(images):
+        out[k, :, :im.shape[1], :im.shape[2]] = im
+    return out
+
+
+# ----------------------------------------------------------------------------- valid extent
+def test_valid_extent_on_hand_made_batches():
+    b = np.zeros((5, 3, 12, 16), np.float32)
+    b[0, :, :7, :9] = 1.0                      # plain 7 x 9 image
+    b[1, :, :, :] = -0.5                       # fills the canvas (negative values)
+    b[2, 1, 4, 10] = 3.0                       # one pixel, one channel -> 5 x 11
+    b[3, :, :9, :5] = 1.0
+    b[3, :, 2:6, :] = 0.0                      # zero rows inside the image do not cut it
+    b[3, 0, 0, 0], b[3, 1, 0, 0], b[3, 2, 0, 0] = 1.0, -1.0, 0.0   # channels sum to 0: kept
+    # b[4] all zero (a warm-up batch): 0 x 0, no division by zero downstream
+    vh, vw = pm.valid_extent(paddle.to_tensor(b))
+    assert vh.numpy().tolist() == [7, 12, 5, 9, 0]
+    assert vw.numpy().tolist() == [9, 16, 11, 5, 0]
+    mask, share = pm.PaddingExtent(paddle.to_tensor(b)).masks(None, paddle.ones([5, 4, 3, 4]))
+    cells = [2 * 3, 3 * 4, 2 * 3, 3 * 2, 0]                            # stride 4: ceil(v / 4)
+    assert mask.shape == [5, 1, 3, 4] and share.shape == [5, 1, 1, 1]
+    assert mask.numpy().sum(axis=(1, 2, 3)).tolist() == cells
+    np.testing.assert_allclose(share.numpy().ravel(), [max(c, 1) / 12 for c in cells], rtol=1e-6)
+
+
+def test_round_to_grows_each_region_to_the_pad_stride():
+    b = np.zeros((3, 3, 12, 16), np.float32)
+    b[0, :, :7, :9] = 1.0
+    b[1, :, :12, :13] = 1.0
+    b[2, :, :1, :1] = 1.0
+    ext = pm.PaddingExtent(paddle.to_tensor(b), round_to=8)
+    assert ext.valid_h.numpy().tolist() == [8, 12, 8]          # clipped to the canvas
+    assert ext.valid_w.numpy().tolist() == [16, 16, 8]
+
+
+@pytest.mark.parametrize("size_in, size_feat, stride", [
+    (416, 13, 32), (416, 7, 64), (448, 7, 64), (100, 13, 8), (200, 1, 256), (96, 96, 1),
+    (100, 6, None)])
+def test_stride_from_sizes(size_in, size_feat, stride):
+    assert pm._stride_int(size_in, size_feat) == stride
+    got = pm._stride_graph(paddle.to_tensor(float(size_in)), paddle.to_tensor(float(size_feat)))
+    assert float(got) == (stride or 0)
+
+
+@pytest.mark.parametrize("canvas", [416, 448, 640])
+def test_axis_mask_counts_are_canvas_independent(canvas):
+    """Stride 64 of a 416 canvas (h = 7, not 416 / 64): still ceil(v / 64) valid cells."""
+    valid = paddle.to_tensor([300.0, 416.0, 1.0, 0.0])
+    keep, count = pm.axis_mask(valid, 64, -(-canvas // 64))
+    assert keep.astype("int32").sum(axis=1).numpy().tolist() == [5, 7, 1, 0]
+    assert count.numpy().tolist() == [5, 7, 1, 0]
+    keep, count = pm.axis_mask(valid, paddle.to_tensor(0.0), -(-canvas // 64))  # unknown
+    assert count.numpy().tolist() == [-(-canvas // 64)] * 3 + [0]
+
+
+# ----------------------------------------------------------------------- (a) masked SE block
+def test_masked_se_of_padded_map_equals_plain_se_of_unpadded():
+    from ppdet.modeling.backbones.esnet import SEModule
+
+    paddle.seed(0)
+    se = SEModule(16)
+    se.eval()
+    rng = np.random.default_rng(0)
+    sizes = [(36, 44), (64, 20)]                           # valid image sizes, canvas 64 x 64
+    image = _padded([np.ones((3, h, w), np.float32) for h, w in sizes], (64, 64))
+    feats = [rng.standard_normal((16, -(-h // 4), -(-w // 4))).astype("float32")
+             for h, w in sizes]                            # stride 4: 9 x 11 and 16 x 5
+    big = rng.standard_normal((2, 16, 16, 16)).astype("float32") + 3.0   # "BN'd padding"
+    for k, f in enumerate(feats):
+        big[k, :, :f.shape[1], :f.shape[2]] = f
+    with paddle.no_grad():
+        with pm.padding_invariant(se, paddle.to_tensor(image)) as n:
+            masked = se(paddle.to_tensor(big)).numpy()
+        plain = se(paddle.to_tensor(big)).numpy()
+        for k, f in enumerate(feats):
+            ref = se(paddle.to_tensor(f[None])).numpy()[0]
+            h, w = f.shape[1:]
+            np.testing.assert_allclose(masked[k, :, :h, :w], ref, atol=SE_TOL)
+            assert np.abs(plain[k, :, :h, :w] - ref).max() > 1e-3      # the effect is real
+    assert n == 1
+    assert not se.avg_pool._forward_pre_hooks and not se.avg_pool._forward_post_hooks
+
+
+def test_unhandled_global_statistics_warn():
+    net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, padding=1), paddle.nn.GroupNorm(2, 4))
+    with pytest.warns(UserWarning, match="GroupNorm"):
+        with pm.padding_invariant(net, paddle.ones([1, 3, 8, 8])):
+            pass
+
+
+# ------------------------------------------------------------ (c) random-weight PicoDet-S
+def _randomize(model, seed=0):
+    """He-normal conv weights and zero conv biases: ppdet's own init (std 0.01 head convs,
+    prior-probability bias) leaves the scores a near-constant 0.01 that no padding moves."""
+    rng = np.random.default_rng(seed)
+    for layer in model.sublayers():
+        if isinstance(layer, paddle.nn.Conv2D):
+            shape = layer.weight.shape
+            std = np.sqrt(2.0 / (shape[1] * shape[2] * shape[3]))
+            layer.weight.set_value((rng.standard_normal(shape) * std).astype("float32"))
+            if layer.bias is not None:
+                layer.bias.set_value(np.zeros(layer.bias.shape, "float32"))
+
+
+@pytest.fixture(scope="module")
+def picodet():
+    from ppdet_ext.convert import build_model
+    from ppdet_ext.registry import reset_global_config
+
+    paddle.seed(0)
+    model, _ = build_model(CONFIG_320)
+    reset_global_config()
+    _randomize(model)
+    return model
+
+
+def _image_cells(level, feat, valid_hw, stride):
+    """``[ceil(h/s), ceil(w/s), C]``: the image's cells of one level output ``[1, H*W, C]``
+    of a ``[1, C', H, W]`` feature map."""
+    hh, ww = feat.shape[2:]
+    grid = level[0].reshape(hh, ww, -1)
+    return grid[:-(-valid_hw[0] // stride), :-(-valid_hw[1] // stride)]
+
+
+def test_picodet_image_in_bigger_canvas_equals_own_canvas(picodet):
+    from ppdet_ext.export.adapter_picodet import picodet_level_outputs
+
+    img = np.random.default_rng(1).standard_normal((3, 72, 100)).astype("float32")
+    own, big = _padded([img], (96, 128)), _padded([img], (160, 224))
+    diffs = {}
+    for mask in (True, False):
+        with paddle.no_grad():
+            (s_a, l_a, f_a), (s_b, l_b, f_b) = [
+                picodet_level_outputs(picodet, paddle.to_tensor(x), mask_padding=mask)
+                for x in (own, big)]
+        for what, a_levels, b_levels in (("scores", s_a, s_b), ("logits", l_a, l_b)):
+            diffs[(mask, what)] = max(
+                float(np.abs(_image_cells(a.numpy(), fa, (72, 100), s)
+                             - _image_cells(b.numpy(), fb, (72, 100), s)).max())
+                for a, b, fa, fb, s in zip(a_levels, b_levels, f_a, f_b, picodet.head.fpn_stride))
+    assert diffs[(True, "scores")] <= SCORE_TOL, diffs
+    assert diffs[(True, "logits")] <= LOGIT_TOL, diffs
+    assert diffs[(False, "scores")] > 1e-3, diffs          # unmasked: padding shows
+
+
+def test_picodet_masking_is_a_no_op_without_padding(picodet):
+    from ppdet_ext.export.adapter_picodet import picodet_raw_outputs
+
+    x = paddle.to_tensor(np.random.default_rng(2).standard_normal((2, 3, 64, 96))
+                         .astype("float32"))
+    with paddle.no_grad():
+        on = [t.numpy() for t in picodet_raw_outputs(picodet, x, mask_padding=True)]
+        off = [t.numpy() for t in picodet_raw_outputs(picodet, x, mask_padding=False)]
+    np.testing.assert_allclose(on[0], off[0], atol=SCORE_TOL)
+    np.testing.assert_allclose(on[1], off[1], atol=1e-3)              # boxes, px
+
+
+def test_picodet_bs1_canvas_is_unchanged_by_the_mask(picodet):
+    """A stride-padded image alone fills its region (rounded up to PAD_ROUND): masked and
+    plain graphs agree, so bs = 1 results of the export did not move."""
+    from ppdet_ext.export.adapter_picodet import PAD_ROUND, picodet_raw_outputs
+
+    img = np.random.default_rng(3).standard_normal((3, 72, 100)).astype("float32")
+    x = paddle.to_tensor(_padded([img], (-(-72 // PAD_ROUND) * PAD_ROUND,
+                                         -(-100 // PAD_ROUND) * PAD_ROUND)))
+    with paddle.no_grad():
+        on = [t.numpy() for t in picodet_raw_outputs(picodet, x, mask_padding=True)]
+        off = [t.numpy() for t in picodet_raw_outputs(picodet, x, mask_padding=False)]
+    np.testing.assert_allclose(on[0], off[0], atol=SCORE_TOL)
+    np.testing.assert_allclose(on[1], off[1], atol=1e-3)              # boxes, px
+
+
+def test_mask_default_follows_export_shape():
+    """Dygraph and dynamic-H/W traces mask; a fixed-size trace keeps the plain graph."""
+    from ppdet_ext.export.adapter_picodet import masks_padding
+
+    assert masks_padding(paddle.ones([1, 3, 32, 32]))
+    paddle.enable_static()
+    try:
+        with paddle.static.program_guard(paddle.static.Program(), paddle.static.Program()):
+            assert masks_padding(paddle.static.data("a", [-1, 3, -1, -1], "float32"))
+            assert masks_padding(paddle.static.data("b", [1, 3, 416, -1], "float32"))
+            assert not masks_padding(paddle.static.data("c", [1, 3, 416, 416], "float32"))
+    finally:
+        paddle.disable_static()
+
+
+# ------------------------------------------------- traced graph: Paddle Inference and ONNX
+class _Tiny(paddle.nn.Layer):
+    """ESNet-like: strided conv + max pool + SE (ppdet's SEModule) + depthwise conv."""
+
+    def __init__(self):
+        from ppdet.modeling.backbones.esnet import SEModule
+
+        super().__init__()
+        self.stem = paddle.nn.Conv2D(3, 16, 3, stride=2, padding=1)
+        self.pool = paddle.nn.MaxPool2D(3, stride=2, padding=1)
+        self.se = SEModule(16)
+        self.dw = paddle.nn.Conv2D(16, 16, 5, stride=2, padding=2, groups=16)
+        self.out = paddle.nn.Conv2D(16, 4, 1)
+
+    def body(self, image):
+        x = paddle.nn.functional.relu(self.stem(image))   # hard_swish would need opset 14
+        return self.out(self.dw(self.se(self.pool(x))))
+
+    def forward(self, image):
+        with pm.padding_invariant(self, image, probe=self.body):
+            y = self.body(image)
+        return y
+
+
+@pytest.fixture(scope="module")
+def tiny_graph(tmp_path_factory):
+    from paddle.static import InputSpec
+
+    paddle.seed(3)
+    net = _Tiny()
+    net.eval()
+    _randomize(net, seed=3)
+    static = paddle.jit.to_static(net, input_spec=[InputSpec([-1, 3, -1, -1], "float32",
+                                                             "image")], full_graph=True)
+    prefix = str(tmp_path_factory.mktemp("padmask") / "model")
+    paddle.jit.save(static, prefix)
+    return net, prefix
+
+
+def _tiny_cases():
+    rng = np.random.default_rng(4)
+    ims = [rng.standard_normal((3, 50, 70)).astype("float32"),
+           rng.standard_normal((3, 64, 36)).astype("float32")]
+    return ims, _padded(ims, (64, 96))
+
+
+def _paddle_inference(prefix, x, mkldnn):
+    import paddle.inference as pi
+
+    config = pi.Config(prefix + ".pdmodel", prefix + ".pdiparams")
+    config.disable_gpu()
+    config.set_cpu_math_library_num_threads(1)
+    if mkldnn:
+        config.enable_mkldnn()
+    else:
+        config.disable_mkldnn()
+    config.disable_glog_info()
+    predictor = pi.create_predictor(config)
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape(x.shape)
+    handle.copy_from_cpu(x)
+    predictor.run()
+    return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+
+def _check_batch_against_alone(net, batch_out, ims):
+    for k, im in enumerate(ims):
+        alone = _padded([im], (-(-im.shape[1] // 8) * 8, -(-im.shape[2] // 8) * 8))
+        with paddle.no_grad():
+            ref = net(paddle.to_tensor(alone)).numpy()[0]
+        h, w = -(-im.shape[1] // 8), -(-im.shape[2] // 8)               # stride 8 output
+        np.testing.assert_allclose(batch_out[k, :, :h, :w], ref[:, :h, :w], atol=GRAPH_TOL)
+
+
+def test_traced_graph_is_small_and_has_no_probe(tiny_graph):
+    _, prefix = tiny_graph
+    paddle.enable_static()
+    try:
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        prog, _, _ = paddle.static.load_inference_model(prefix, exe)
+    finally:
+        paddle.disable_static()
+    types = [op.type for op in prog.global_block().ops]
+    assert types.count("conv2d") + types.count("depthwise_conv2d") == 5   # no probe copy
+    assert types.count("abs") == 1                                    # one valid_extent
+    # one mask per stride a hooked layer reads (2, 4; the image itself needs none):
+    # 2 ranges each, + 2 for the extent
+    assert types.count("range") == 2 * 2 + 2
+
+
+@pytest.mark.parametrize("mkldnn", [False, True])
+def test_paddle_inference_batch_equals_alone(tiny_graph, mkldnn):
+    """oneDNN on: also the regression test for a Paddle 2.6 oneDNN bug (pool2d output times
+    a [B, 1, 1, 1] tensor is wrong for B > 1), which padding_mask avoids."""
+    net, prefix = tiny_graph
+    ims, batch = _tiny_cases()
+    _check_batch_against_alone(net, _paddle_inference(prefix, batch, mkldnn), ims)
+
+
+def test_onnx_opset11_batch_equals_alone(tiny_graph):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("paddle2onnx")
+    from ppdet_ext.export.onnx_export import paddle_to_onnx
+
+    net, prefix = tiny_graph
+    model = paddle_to_onnx(prefix + ".pdmodel", prefix + ".pdiparams", opset=11)
+    session = ort.InferenceSession(model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    ims, batch = _tiny_cases()
+    out = session.run(None, {session.get_inputs()[0].name: batch})[0]
+    _check_batch_against_alone(net, out, ims)
+
+
+# ------------------------------------------------- real weights (slow, needs ../shared/data)
+def _real_scores(model, x, mode, record=None, replay=None):
+    """Level scores ``[N, 80]`` of one image; ``mode``: plain / se (pools only) / full."""
+    import contextlib
+
+    from ppdet_ext.export.adapter_picodet import picodet_level_outputs
+
+    pools = [m for m in model.sublayers() if pm._is_global_avg_pool(m)]
+    hooks = []
+    if record is not None:
+        hooks = [p.register_forward_post_hook(lambda lay, i, o: record.append(o))
+                 for p in pools]
+    if replay is not None:
+        it = iter(replay)
+        hooks = [p.register_forward_post_hook(lambda lay, i, o: next(it)) for p in pools]
+    ctx = (pm.padding_invariant(model, x, borders=False) if mode == "se"
+           else contextlib.nullcontext())
+    try:
+        with paddle.no_grad(), ctx:
+            scores, _, feats = picodet_level_outputs(model, x, mask_padding=(mode == "full"))
+    finally:
+        for h in hooks:
+            h.remove()
+    return [s.numpy() for s in scores], feats
+
+
+@pytest.mark.slow
+@pytest.mark.needs_shared
+def test_real_picodet_isolation_se_vs_border(shared_data):
+    """Issue #4 isolation, 2 coco_val158 images, own canvas vs +192 px padding (|dscore| at
+    the image's cells): the SE pools alone (oracle: pooled vectors copied from the own
+    canvas) leave large border differences; masking every spatial layer removes them."""
+    import glob
+
+    from ppdet.utils.checkpoint import load_weight
+    from ppdet_ext.convert.parity import keep_ratio_batch
+    from ppdet_ext.convert.picodet_onnx import build_model
+
+    weights = os.path.join(REPO, "output", "weights", "picodet_s_416_coco.pdparams")
+    if not os.path.isfile(weights):
+        pytest.skip(f"{weights} not found (tools/convert_picodet_onnx.py writes it)")
+    model, _ = build_model(os.path.join(REPO, "configs", "picodet",
+                                        "picodet_s_416_coco_ext_keep_ratio_short416.yml"))
+    load_weight(model, weights)
+    model.eval()
+    paths = sorted(glob.glob(os.path.join(shared_data, "coco_val158", "images", "*.jpg")))[:2]
+    worst = {}
+    for p in paths:
+        own = keep_ratio_batch([p])
+        vh, vw = (int(v) for v in pm.valid_extent(paddle.to_tensor(own)))
+        big = np.zeros(own.shape[:2] + (own.shape[2] + 192, own.shape[3] + 192), np.float32)
+        big[:, :, :own.shape[2], :own.shape[3]] = own
+        rec = []
+        pairs = {"plain": (_real_scores(model, paddle.to_tensor(own), "plain", record=rec),
+                           _real_scores(model, paddle.to_tensor(big), "plain"))}
+        pairs["oracle_se"] = (pairs["plain"][0],
+                              _real_scores(model, paddle.to_tensor(big), "plain", replay=rec))
+        pairs["full"] = tuple(_real_scores(model, paddle.to_tensor(x), "full")
+                              for x in (own, big))
+        for name, ((sa, fa), (sb, fb)) in pairs.items():
+            d = max(float(np.abs(_image_cells(a, f1, (vh, vw), s)
+                                 - _image_cells(b, f2, (vh, vw), s)).max())
+                    for a, b, f1, f2, s in zip(sa, sb, fa, fb, (8, 16, 32, 64)))
+            worst[name] = max(worst.get(name, 0.0), d)
+    assert worst["plain"] > 0.05, worst
+    assert worst["oracle_se"] > 0.01, worst        # border effect: not the SE pools
+    assert worst["full"] < 1e-4, worst
