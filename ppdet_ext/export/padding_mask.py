@@ -55,7 +55,7 @@ __all__ = ["valid_extent", "axis_mask", "PaddingExtent", "padding_invariant",
 
 MAX_LOG2_STRIDE = 8          # strides 1 .. 256
 PROBE_SIZE = 2 ** MAX_LOG2_STRIDE
-_BIG = 1e4                   # "-inf" for max pools; activations here are O(10)
+_BIG = 1e4                   # "-inf" for max pools: PicoDet-S stem max-pool inputs reach ~600
 # statistics over space that a hook on the layer cannot restrict to the image
 _UNHANDLED = (nn.GroupNorm, nn.InstanceNorm2D, nn.AvgPool2D, nn.AdaptiveMaxPool2D)
 
@@ -139,15 +139,14 @@ class PaddingExtent:
 
     def __init__(self, image, strides=None, round_to=1):
         self.image = image
+        self._in_shape = paddle.cast(paddle.shape(image), "float32")
         self.valid_h, self.valid_w = valid_extent(image)
         if round_to > 1:
-            shape = paddle.cast(paddle.shape(image), "float32")
             self.valid_h = paddle.minimum(paddle.ceil(self.valid_h / round_to) * round_to,
-                                          paddle.zeros_like(self.valid_h) + shape[2])
+                                          paddle.zeros_like(self.valid_h) + self._in_shape[2])
             self.valid_w = paddle.minimum(paddle.ceil(self.valid_w / round_to) * round_to,
-                                          paddle.zeros_like(self.valid_w) + shape[3])
+                                          paddle.zeros_like(self.valid_w) + self._in_shape[3])
         self.in_hw = _known_hw(image)
-        self._in_shape = paddle.cast(paddle.shape(image), "float32")
         self.strides = strides or {}
         self._cache = {}
 
