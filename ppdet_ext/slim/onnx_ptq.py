@@ -40,8 +40,11 @@ def conv_nodes_by_weight(onnx_path: str) -> Dict[str, str]:
     ``Constant`` nodes or initializers, both named like the Paddle parameter)."""
     import onnx
 
-    m = onnx.load(onnx_path, load_external_data=False)
-    return {n.input[1]: n.name for n in m.graph.node if n.op_type == "Conv" and len(n.input) > 1}
+    return _conv_nodes(onnx.load(onnx_path, load_external_data=False).graph)
+
+
+def _conv_nodes(graph) -> Dict[str, str]:
+    return {n.input[1]: n.name for n in graph.node if n.op_type == "Conv" and len(n.input) > 1}
 
 
 def constants_to_initializers(model):
@@ -111,42 +114,44 @@ def quantize_onnx_export(model_dir: str, out_dir: str, calib_files: Sequence[str
     if per_channel and opset < 13:  # ORT: per-channel QDQ needs opset >= 13
         from onnx import version_converter
         pre = version_converter.convert_version(pre, 13)
-    pre_path = os.path.join(out_dir, "model.fp32_initializers.onnx")
-    onnx.save(pre, pre_path)
-    by_w = conv_nodes_by_weight(pre_path)
+    by_w = _conv_nodes(pre.graph)
     unknown = sorted(set(skip_layers) - set(by_w))
     if unknown:
         raise ValueError(f"skip_layers not found as Conv weights in {src}: {unknown}")
-    input_name = onnx.load(pre_path, load_external_data=False).graph.input[0].name
+    input_name = pre.graph.input[0].name
     cm = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
           "percentile": CalibrationMethod.Percentile}[method]
     dst = os.path.join(out_dir, "model.onnx")
     # onnxruntime 1.19 sets a [0, 1] range on every Softmax output in adjust_tensor_ranges()
     # and raises "Only an existing tensor can be modified" when Softmax was not calibrated:
     # calibrate Softmax too, then exclude those nodes so they stay float.
-    graph = onnx.load(pre_path, load_external_data=False).graph
-    softmax = [n.name for n in graph.node if n.op_type == "Softmax"]
+    softmax = [n.name for n in pre.graph.node if n.op_type == "Softmax"]
     types = list(op_types) + (["Softmax"] if softmax and "Softmax" not in op_types else [])
     exclude = [by_w[w] for w in skip_layers] + ([] if "Softmax" in op_types else softmax)
-    quantize_static(pre_path, dst, _reader(meta, list(calib_files), input_name),
-                    quant_format=QuantFormat.QDQ, op_types_to_quantize=types,
-                    per_channel=per_channel,
-                    activation_type=QuantType.QUInt8 if activation_uint8 else QuantType.QInt8,
-                    weight_type=QuantType.QInt8, calibrate_method=cm,
-                    nodes_to_exclude=exclude,
-                    # quantize Conv inputs + weights only, as Paddle's PTQ and our
-                    # sensitivity analysis do: a Conv *output* QDQ re-quantizes the tensor a
-                    # skipped layer reads, so a skip-list would not keep that layer float
-                    # DedicatedQDQPair: a tensor read by a quantized and a skipped conv gets
-                    # one Q/DQ pair per consumer, so the skipped one really reads float
-                    extra_options={"OpTypesToExcludeOutputQuantization":
-                                   [] if quantize_outputs else ["Conv"],
-                                   "DedicatedQDQPair": True})
-    os.remove(pre_path)
+    pre_path = os.path.join(out_dir, "model.fp32_initializers.onnx")
+    onnx.save(pre, pre_path)
+    try:
+        quantize_static(pre_path, dst, _reader(meta, list(calib_files), input_name),
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=types,
+                        per_channel=per_channel,
+                        activation_type=QuantType.QUInt8 if activation_uint8 else QuantType.QInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=cm,
+                        nodes_to_exclude=exclude,
+                        # quantize Conv inputs + weights only, as Paddle's PTQ and our
+                        # sensitivity analysis do: a Conv *output* QDQ re-quantizes the tensor
+                        # a skipped layer reads, so a skip-list would not keep that layer float
+                        # DedicatedQDQPair: a tensor read by a quantized and a skipped conv
+                        # gets one Q/DQ pair per consumer, so the skipped one really reads float
+                        extra_options={"OpTypesToExcludeOutputQuantization":
+                                       [] if quantize_outputs else ["Conv"],
+                                       "DedicatedQDQPair": True})
+    finally:
+        os.remove(pre_path)
     info = {"method": "ptq", "engine": "onnxruntime.quantization.quantize_static (QDQ)",
             "calibrate_method": method, "calib_images": len(calib_files),
             "per_channel": per_channel, "activation": "uint8" if activation_uint8 else "int8",
-            "skip_layers": list(skip_layers), "quantize_outputs": quantize_outputs, "seconds": round(time.perf_counter() - t0, 1)}
+            "skip_layers": list(skip_layers), "quantize_outputs": quantize_outputs,
+            "seconds": round(time.perf_counter() - t0, 1)}
     with open(os.path.join(model_dir, "infer_cfg.yml")) as f:
         m = yaml.safe_load(f)
     m["quantization"] = info
