@@ -156,7 +156,7 @@ def run_sweep(model_dir: str, images: Sequence[str], *, batch_sizes: Sequence[in
               backends: Sequence[str] = ("paddle-cpu",),
               backend_options: Optional[Mapping[str, Mapping[str, Any]]] = None,
               num_buckets: int = 3, workers: int = 2, prefetch: int = 2, repeats: int = 1,
-              eval_ann: Optional[str] = None, eval_images: Optional[Sequence[str]] = None,
+              post_thread: bool = True, eval_ann: Optional[str] = None, eval_images: Optional[Sequence[str]] = None,
               eval_batch_sizes: Optional[Sequence[int]] = None, tolerance: Tolerance = Tolerance(),
               progress: Optional[Callable[[str, int, int], None]] = None) -> Dict[str, Any]:
     """Time every (backend, policy, batch size) on ``images``.
@@ -166,6 +166,8 @@ def run_sweep(model_dir: str, images: Sequence[str], *, batch_sizes: Sequence[in
         images: Image files to time on.
         backend_options: ``{backend: {option: value}}`` (e.g. threads, mkldnn).
         repeats: Interleaved rounds; the median run by images/s is reported.
+        post_thread: NMS on the runner's post thread, overlapped with inference (False:
+            inline after each inference, as before).
         eval_ann: COCO annotation file: each configuration also runs (untimed) on
             ``eval_images`` (default: the annotated images next to it) for box AP.
         eval_batch_sizes: Evaluate AP only at these batch sizes (default: all).
@@ -196,7 +198,7 @@ def run_sweep(model_dir: str, images: Sequence[str], *, batch_sizes: Sequence[in
         for cfg in configs:
             runner = Runner(model_dir, backend=cfg.backend, backend_options=cfg.backend_options,
                             batch_size=cfg.batch_size, policy=cfg.policy, num_buckets=num_buckets,
-                            workers=workers, prefetch=prefetch)
+                            workers=workers, prefetch=prefetch, post_thread=post_thread)
             warm_s = runner.warmup(images)
             done = [0]
 
@@ -248,6 +250,7 @@ def run_sweep(model_dir: str, images: Sequence[str], *, batch_sizes: Sequence[in
     env["time_utc_end"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     return {"env": env, "backend_options": backend_options,
             "settings": {"workers": workers, "prefetch": prefetch, "num_buckets": num_buckets,
+                         "post_thread": post_thread,
                          "repeats": repeats, "eval_batch_sizes": eval_batch_sizes},
             "tolerance": tolerance.__dict__, "rows": rows,
             "runs": {k: v for k, v in runs.items()}}

@@ -8,17 +8,21 @@ Flow of :meth:`Runner.run`:
    input shapes it will see (:meth:`Backend.prepare`);
 3. a feeder thread decodes + preprocesses each planned batch on a worker pool and puts the
    padded ``[B, 3, H, W]`` array on a bounded queue, overlapping with inference;
-4. the calling thread runs inference and numpy post-processing batch by batch;
+4. the calling thread runs inference batch by batch; numpy post-processing (NMS) of a batch
+   runs on one post thread while the next batch is inferred (``post_thread``; at most
+   ``prefetch`` inferred batches wait for it, so memory stays bounded);
 5. results come back in the caller's order, one :class:`ImageResult` per path — a file that
    failed to decode carries its error and the rest of its batch still runs.
 
 Timings are kept per batch: ``pre`` (feeder wall time to decode and assemble the batch, on
-worker threads), ``wait`` (time inference stalled waiting for the feeder), ``infer``, ``post``.
+worker threads), ``wait`` (time inference stalled waiting for the feeder), ``infer``, ``post``
+(on the post thread when it is on), and ``t_end`` when the batch's results were ready.
 """
 from __future__ import annotations
 
 import logging
 import queue
+from collections import deque
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -159,6 +163,8 @@ class Runner:
         max_pixels, min_side: Files outside these sizes are reported, not run.
         drop_padding_dets: Drop candidates centred in the padding before NMS (keeps a
             batch's extra padding from adding detections; see ``deploy/postprocess.py``).
+        post_thread: Post-process each batch on a separate thread, overlapped with the
+            next batch's inference (False: on the calling thread, after each inference).
     """
 
     def __init__(self, model_dir: str, *, backend: Union[str, Backend] = "paddle-cpu",
@@ -166,7 +172,8 @@ class Runner:
                  policy: str = "none", num_buckets: int = 3,
                  shapes: Union[None, str, Sequence[HW]] = None, workers: int = 2,
                  prefetch: int = 2, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
-                 min_side: int = DEFAULT_MIN_SIDE, drop_padding_dets: bool = True):
+                 min_side: int = DEFAULT_MIN_SIDE, drop_padding_dets: bool = True,
+                 post_thread: bool = True):
         self.meta: ExportMeta = load_meta(model_dir)
         self.pre = Preprocessor(self.meta.preprocess)
         if isinstance(backend, Backend):  # an engine already loaded (shared across runners)
@@ -181,6 +188,7 @@ class Runner:
         self.workers, self.prefetch = max(1, int(workers)), max(1, int(prefetch))
         self.max_pixels, self.min_side = max_pixels, min_side
         self.drop_padding_dets = bool(drop_padding_dets)
+        self.post_thread = bool(post_thread)
         fb = self.meta.fixed_batch
         if fb is not None and fb != self.batch_size:
             log.warning("graph batch is fixed at %d: batches of %d run in chunks of %d",
@@ -304,6 +312,39 @@ class Runner:
             parts.append([o[:n] for o in self.backend.infer(chunk)])
         return [np.concatenate(p, axis=0) for p in zip(*parts)]
 
+    def _post(self, plan: BatchPlan, item: _Prepared, outs: Optional[List[np.ndarray]]) -> List[np.ndarray]:
+        """Detections of the images of ``item`` that ran, in the original frames."""
+        if outs is None:
+            return []
+        scales, origs, contents = [], [], []
+        for ld, pi in zip(item.loaded, item.batch.indices):
+            if ld.chw is None:
+                continue
+            fh, fw = plan.sizes[pi]
+            oh, ow = ld.orig_hw
+            scales.append((fh / oh, fw / ow))
+            origs.append((oh, ow))
+            contents.append((fh, fw))
+        return postprocess_batch(outs, self.meta.output_names, self.meta.post, scales, origs,
+                                 contents if self.drop_padding_dets else None)
+
+    def _finish(self, plan: BatchPlan, valid: List[int], results: List[ImageResult],
+                item: _Prepared, dets: List[np.ndarray], shrunk: set) -> None:
+        """Write one batch's results (and its files' errors) into ``results``."""
+        it = iter(dets)
+        for ld, pi in zip(item.loaded, item.batch.indices):
+            r = results[valid[pi]]
+            r.batch = item.bid
+            r.notes = list(ld.notes)
+            r.orig_hw = ld.orig_hw
+            if ld.error is not None:
+                r.error = ld.error
+                continue
+            r.fed_hw = plan.sizes[pi]
+            if pi in shrunk:
+                r.notes.append("shrunk to fit canonical shape %dx%d" % item.batch.shape[::-1])
+            r.dets = next(it)
+
     def _execute(self, plan: BatchPlan, valid: List[int], paths: List[str],
                  results: List[ImageResult], progress) -> List[BatchTiming]:
         q: queue.Queue = queue.Queue(maxsize=self.prefetch)
@@ -311,8 +352,28 @@ class Runner:
         feeder = threading.Thread(target=self._feed, args=(plan, valid, paths, q, stop),
                                   name="deploy-feeder", daemon=True)
         feeder.start()
+        post_pool = ThreadPoolExecutor(1, thread_name_prefix="deploy-post") if self.post_thread else None
+        pending: deque = deque()     # (item, wait, infer_s, post future) in batch order
         timings: List[BatchTiming] = []
         shrunk = set(plan.resized)
+
+        def timed_post(item, outs):
+            t = time.perf_counter()
+            dets = self._post(plan, item, outs)
+            te = time.perf_counter()
+            return dets, te - t, te
+
+        def collect_one():
+            item, wait, infer_s, fut = pending.popleft()
+            dets, post_s, t_end = fut.result() if post_pool else fut
+            self._finish(plan, valid, results, item, dets, shrunk)
+            timings.append(BatchTiming(
+                batch=item.bid, images=len(dets), shape=item.batch.shape,
+                waste_fraction=item.batch.waste_fraction, pre_s=item.pre_s, wait_s=wait,
+                infer_s=infer_s, post_s=post_s, t_start=item.t_start, t_end=t_end))
+            if progress:
+                progress(item.batch.size)
+
         try:
             while True:
                 tw = time.perf_counter()
@@ -323,44 +384,22 @@ class Runner:
                 if isinstance(item, BaseException):
                     raise item
                 ti = time.perf_counter()
-                ok = [k for k, ld in enumerate(item.loaded) if ld.chw is not None]
-                dets: List[np.ndarray] = []
-                tp = ti
-                if ok:
-                    outs = self._infer(item.x)
-                    tp = time.perf_counter()
-                    scales, origs, contents = [], [], []
-                    for k in ok:
-                        fh, fw = plan.sizes[item.batch.indices[k]]
-                        oh, ow = item.loaded[k].orig_hw
-                        scales.append((fh / oh, fw / ow))
-                        origs.append((oh, ow))
-                        contents.append((fh, fw))
-                    dets = postprocess_batch(outs, self.meta.output_names, self.meta.post, scales,
-                                             origs, contents if self.drop_padding_dets else None)
-                te = time.perf_counter()
-                it = iter(dets)
-                for k, ld in enumerate(item.loaded):
-                    pi = item.batch.indices[k]
-                    r = results[valid[pi]]
-                    r.batch = item.bid
-                    r.notes = list(ld.notes)
-                    r.orig_hw = ld.orig_hw
-                    if ld.error is not None:
-                        r.error = ld.error
-                        continue
-                    r.fed_hw = plan.sizes[pi]
-                    if pi in shrunk:
-                        r.notes.append("shrunk to fit canonical shape %dx%d" % item.batch.shape[::-1])
-                    r.dets = next(it)
-                timings.append(BatchTiming(
-                    batch=item.bid, images=len(ok), shape=item.batch.shape,
-                    waste_fraction=item.batch.waste_fraction, pre_s=item.pre_s, wait_s=wait,
-                    infer_s=tp - ti, post_s=te - tp, t_start=item.t_start, t_end=te))
-                if progress:
-                    progress(item.batch.size)
+                outs = self._infer(item.x) if item.x.shape[0] else None
+                infer_s = time.perf_counter() - ti
+                if post_pool:
+                    pending.append((item, wait, infer_s, post_pool.submit(timed_post, item, outs)))
+                    # inferred batches waiting for NMS stay bounded, like the feeder's queue
+                    while len(pending) > self.prefetch or (pending and pending[0][3].done()):
+                        collect_one()
+                else:
+                    pending.append((item, wait, infer_s, timed_post(item, outs)))
+                    collect_one()
+            while pending:
+                collect_one()
         finally:
             stop.set()
+            if post_pool:
+                post_pool.shutdown(wait=True, cancel_futures=True)
             feeder.join(timeout=10)
         return timings
 

@@ -226,3 +226,61 @@ def test_warmup_feeds_every_planned_shape(export_dir, images):
     assert errors == {}
     plan = runner.plan(sizes)
     assert sorted((b, h, w) for b, _, h, w in seen) == sorted(plan.shapes())
+
+
+@pytest.mark.parametrize("post_thread", [True, False])
+def test_post_thread_on_and_off_give_the_same_results(export_dir, engine, images, reference, post_thread):
+    rep = Runner(export_dir, backend=engine, batch_size=4, policy="buckets",
+                 post_thread=post_thread).run(list(reversed(images)))
+    assert [r.path for r in rep.results] == list(reversed(images))
+    for a, b in zip(reversed(reference.results), rep.results):
+        assert a.path == b.path
+        np.testing.assert_allclose(a.dets, b.dets, atol=1e-4)
+    assert [t.batch for t in rep.timings] == list(range(len(rep.plan.batches)))
+
+
+def test_post_thread_overlaps_and_is_bounded(export_dir, images):
+    """NMS of batch k runs while batch k+1 is inferred; no more than ``prefetch`` inferred
+    batches wait for post-processing."""
+    runner = Runner(export_dir, batch_size=1, policy="none", prefetch=2)  # own engine: patched
+    orig_infer, orig_post = runner.backend.infer, runner._post
+    lock = threading.Lock()
+    state = {"inferred": 0, "posted": 0, "post_running": False}
+    waiting, overlapped = [], []
+
+    def infer(x):
+        with lock:
+            overlapped.append(state["post_running"])
+        out = orig_infer(x)
+        time.sleep(0.01)
+        with lock:
+            state["inferred"] += 1
+            waiting.append(state["inferred"] - state["posted"])
+        return out
+
+    def post(*a):
+        with lock:
+            state["post_running"] = True
+        time.sleep(0.05)                       # NMS slower than inference
+        out = orig_post(*a)
+        with lock:
+            state["posted"] += 1
+            state["post_running"] = False
+        return out
+
+    runner.backend.infer, runner._post = infer, post
+    rep = runner.run(images[:10])
+    assert rep.images_ok == 10
+    assert any(overlapped)                     # inference ran while a batch was in NMS
+    assert max(waiting) <= runner.prefetch + 1  # prefetch waiting + the one in NMS
+
+
+def test_post_failure_propagates(export_dir, engine, images):
+    runner = Runner(export_dir, backend=engine, batch_size=2)
+
+    def boom(*a):
+        raise ValueError("nms exploded")
+
+    runner._post = boom
+    with pytest.raises(ValueError, match="nms exploded"):
+        runner.run(images)

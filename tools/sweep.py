@@ -41,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--no-mkldnn", action="store_true", help="paddle-cpu: disable oneDNN")
     p.add_argument("--workers", type=int, default=2, help="decode/preprocess threads")
     p.add_argument("--prefetch", type=int, default=2, help="prepared batches queued ahead")
+    p.add_argument("--post-inline", action="store_true",
+                   help="NMS on the inference thread after each batch (default: its own thread, overlapped)")
     p.add_argument("--repeats", type=int, default=1, help="interleaved rounds; median reported")
     p.add_argument("--eval-ann", default=None, help="COCO annotation file: AP per configuration")
     p.add_argument("--eval-images", default=None, help="images of --eval-ann (default: ../images)")
@@ -106,6 +108,7 @@ def main(argv=None) -> int:
     result = run_sweep(args.model, images, batch_sizes=args.batch_sizes, policies=args.policies,
                        backends=args.backend, backend_options=options, num_buckets=args.num_buckets,
                        workers=args.workers, prefetch=args.prefetch, repeats=args.repeats,
+                       post_thread=not args.post_inline,
                        eval_ann=args.eval_ann, eval_images=eval_images,
                        eval_batch_sizes=args.eval_batch_sizes, progress=progress)
     if bar is not None:
