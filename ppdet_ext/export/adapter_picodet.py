@@ -18,7 +18,6 @@ network under ``padding_mask.padding_invariant``: each image is computed as if i
 whatever its batch (its region rounded up to ``PAD_ROUND``, the runner's pad stride). A
 fixed-size export (no padding to speak of) keeps the plain graph.
 """
-import contextlib
 import functools
 import warnings
 
@@ -28,25 +27,9 @@ import paddle.nn.functional as F
 from ppdet.modeling.architectures import PicoDet
 
 from .adapters import _nms_cfg_from_head, register_adapter
-from .padding_mask import padding_invariant
+from .padding_mask import PAD_ROUND, masks_padding, padding_context  # noqa: F401  (re-exported)
 
-__all__ = ["picodet_level_outputs", "picodet_raw_outputs", "masks_padding"]
-
-# Each image's region is its size rounded up to this, the pad_stride of the keep-ratio
-# readers (PadBatch pad_to_stride, infer_cfg.yml pad_stride): an image alone (bs = 1) then
-# fills its region, so bs = 1 gives exactly the unmasked graph's outputs and every batch
-# gives the bs = 1 outputs. (With exact sizes, round 1, coco_val158 AP fell 0.3417 ->
-# 0.3384 at every batch size: docs/batching.md "Correctness".)
-PAD_ROUND = 32
-
-
-def masks_padding(image):
-    """Default of ``mask_padding``: True in dygraph and for a trace with a dynamic H or W;
-    False for a trace of fixed spatial size (that graph stays as before)."""
-    if paddle.in_dynamic_mode():
-        return True
-    return any(int(d) < 0 for d in image.shape[2:])
-
+__all__ = ["picodet_level_outputs", "picodet_raw_outputs", "masks_padding", "PAD_ROUND"]
 
 def picodet_level_outputs(model, image, *, mask_padding=None):
     """Per-level raw head outputs, in the release-2.3 ONNX output order.
@@ -67,16 +50,10 @@ def picodet_level_outputs(model, image, *, mask_padding=None):
     head = model.head
     if getattr(head, "dgqp_module", None) is not None:
         raise NotImplementedError("PicoHead with a DGQP module is not supported")
-    if mask_padding is None:
-        mask_padding = masks_padding(image)
-    if mask_padding and getattr(head.conv_feat, "use_se", False):
+    if getattr(head.conv_feat, "use_se", False):
         warnings.warn("PicoFeat(use_se=True) pools with F.adaptive_avg_pool2d: its outputs "
-                      "still depend on the padding", stacklevel=2)
-    masked = contextlib.nullcontext()
-    if mask_padding:
-        masked = padding_invariant(model, image, probe=functools.partial(_forward, model),
-                                   round_to=PAD_ROUND)
-    with masked:
+                      "depend on the padding", stacklevel=2)
+    with padding_context(model, image, mask_padding, probe=functools.partial(_forward, model)):
         outputs = _forward(model, image)
     return outputs
 

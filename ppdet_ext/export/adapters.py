@@ -1,13 +1,11 @@
 """Map an architecture to its raw, NMS-free export outputs (see docs/export_format.md).
 
 Our own architectures carry the capability themselves (``model.export_raw(image)``).
-Stock ppdet architectures, whose classes we do not edit, get an adapter registered here
-by class: ``@register_adapter(GFL)``. Lookup walks the MRO, so subclasses inherit it.
+Stock ppdet architectures, whose classes we do not edit, get an adapter registered by
+class with :func:`register_adapter` from its own module (``adapter_gfl.py``,
+``adapter_picodet.py``; the package imports them): ``register_adapter(GFL)(gfl_raw_outputs)``.
+Lookup walks the MRO, so subclasses inherit it.
 """
-import paddle
-
-from ppdet.modeling.architectures import GFL
-
 _ADAPTERS = {}
 
 
@@ -66,12 +64,3 @@ def _nms_cfg_from_head(head):
         "keep_top_k": int(getattr(nms, "keep_top_k", 100)),
         "class_agnostic": False,
     }
-
-
-@register_adapter(GFL, postprocess=lambda model: _nms_cfg_from_head(model.head))
-def gfl_raw_outputs(model, image):
-    """GFL: ppdet's GFLHead in eval mode already decodes DFL boxes per level as xyxy in
-    input pixels and applies sigmoid; we only concatenate the levels (no NMS)."""
-    feats = model.neck(model.backbone({"image": image}))
-    cls_list, box_list = model.head(feats)
-    return paddle.concat(cls_list, axis=1), paddle.concat(box_list, axis=1)
