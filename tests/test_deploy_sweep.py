@@ -105,3 +105,24 @@ def test_infer_deploy_cli(export_dir, tmp_path):
     assert [r["file"] for r in recs][-1] == bad["corrupt"] and recs[-1]["error"]
     assert all(r["error"] is None for r in recs[:3]) and any(r["detections"] for r in recs[:3])
     assert main(args + ["--strict"]) == 1
+
+
+def test_compare_batches_cli(export_dir, tmp_path):
+    import shutil
+    from deploy_fixtures import coco_mini_images, write_bad_images
+    from tools.compare_batches import main
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in coco_mini_images(6):
+        shutil.copy(p, folder)
+    out = str(tmp_path / "match.json")
+    args = ["--model", export_dir, "--images", str(folder), "--batch-size", "4",
+            "--policies", "none", "buckets", "--threads", "1", "--min-score", "0.5", "--out", out]
+    assert main(args) == 0
+    rows = json.load(open(out))
+    assert [r["policy"] for r in rows] == ["none", "buckets"]
+    for r in rows:
+        assert r["images"] == 6 and r["compared"] > 0 and r["unmatched"] == 0
+    shutil.copy(write_bad_images(str(tmp_path / "bad"))["corrupt"], folder / "zz_corrupt.jpg")
+    assert main(args) == 1                      # a file that failed is not "same results"

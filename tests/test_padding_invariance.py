@@ -129,6 +129,35 @@ def test_unhandled_global_statistics_warn():
             pass
 
 
+def test_qat_quantized_convs_are_masked_like_convs():
+    """QAT replaces every conv by a QuantizedConv2D; its borders must be masked too."""
+    from paddle.quantization import ImperativeQuantAware
+
+    paddle.seed(3)
+    net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 8, 3, padding=1), paddle.nn.ReLU(),
+                               paddle.nn.Conv2D(8, 8, 3, padding=1, stride=2), paddle.nn.ReLU(),
+                               paddle.nn.Conv2D(8, 4, 3, padding=1))
+    for conv in net[0], net[2]:     # paddle's zero bias init would hide the border effect
+        conv.bias.set_value(paddle.full_like(conv.bias, 0.3))
+    ImperativeQuantAware(weight_quantize_type="channel_wise_abs_max",
+                         activation_quantize_type="moving_average_abs_max").quantize(net)
+    net.train()                     # calibrate the activation scales (moving average)
+    for _ in range(3):
+        net(paddle.to_tensor(np.random.default_rng(0).standard_normal((2, 3, 64, 96)), "float32"))
+    net.eval()
+    convs = [m for m in net.sublayers() if type(m).__name__ == "QuantizedConv2D"]
+    assert len(convs) == 3 and all(pm._is_spatial_conv(m) for m in convs)
+    img = np.random.default_rng(3).standard_normal((3, 20, 26)).astype("float32")
+    alone, big = _padded([img], (32, 32)), _padded([img], (64, 96))
+    outs = {}
+    for name, x in (("alone", alone), ("big", big)):
+        with pm.padding_invariant(net, paddle.to_tensor(x), round_to=32):
+            outs[name] = net(paddle.to_tensor(x)).numpy()[0, :, :16, :16]
+        outs[name + "_plain"] = net(paddle.to_tensor(x)).numpy()[0, :, :16, :16]
+    assert np.abs(outs["alone"] - outs["big"]).max() < 1e-5
+    assert np.abs(outs["alone_plain"] - outs["big_plain"]).max() > 1e-3   # the border effect
+
+
 def test_group_norm_and_vd_avg_pool_are_handled(recwarn):
     """GFL's GroupNorm and ResNet-vd's shortcut pool no longer warn (and are hooked)."""
     net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, padding=1), paddle.nn.GroupNorm(2, 4),

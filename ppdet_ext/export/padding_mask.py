@@ -231,7 +231,20 @@ class PaddingExtent:
 
 
 def _is_spatial_conv(layer):
-    return isinstance(layer, nn.Conv2D) and max(layer._kernel_size) > 1
+    if isinstance(layer, nn.Conv2D):
+        return max(layer._kernel_size) > 1
+    # QAT swaps each conv for a QuantizedConv2D (not an nn.Conv2D; kernel only in its
+    # weight). Its input fake-quant maps the masked zeros to exact zeros, so the same
+    # input mask applies.
+    return isinstance(layer, _quantized_conv_types()) and max(layer.weight.shape[2:]) > 1
+
+
+def _quantized_conv_types():
+    try:
+        from paddle.nn.quant import quant_layers
+    except ImportError:         # pragma: no cover  (builds without paddle.nn.quant)
+        return ()
+    return tuple(getattr(quant_layers, n) for n in ("QuantizedConv2D",) if hasattr(quant_layers, n))
 
 
 def _is_global_avg_pool(layer):
