@@ -108,7 +108,7 @@ def test_masked_se_of_padded_map_equals_plain_se_of_unpadded():
     for k, f in enumerate(feats):
         big[k, :, :f.shape[1], :f.shape[2]] = f
     with paddle.no_grad():
-        with pm.padding_invariant(se, paddle.to_tensor(image)) as n:
+        with pm.padding_invariant(se, paddle.to_tensor(image)) as extent:
             masked = se(paddle.to_tensor(big)).numpy()
         plain = se(paddle.to_tensor(big)).numpy()
         for k, f in enumerate(feats):
@@ -116,7 +116,7 @@ def test_masked_se_of_padded_map_equals_plain_se_of_unpadded():
             h, w = f.shape[1:]
             np.testing.assert_allclose(masked[k, :, :h, :w], ref, atol=SE_TOL)
             assert np.abs(plain[k, :, :h, :w] - ref).max() > 1e-3      # the effect is real
-    assert n == 1
+    assert extent.hooked == 1
     assert not se.avg_pool._forward_pre_hooks and not se.avg_pool._forward_post_hooks
 
 
@@ -162,9 +162,9 @@ def test_group_norm_and_vd_avg_pool_are_handled(recwarn):
     """GFL's GroupNorm and ResNet-vd's shortcut pool no longer warn (and are hooked)."""
     net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, padding=1), paddle.nn.GroupNorm(2, 4),
                                paddle.nn.AvgPool2D(2, 2, ceil_mode=True))
-    with pm.padding_invariant(net, paddle.ones([1, 3, 8, 8])) as n:
+    with pm.padding_invariant(net, paddle.ones([1, 3, 8, 8])) as extent:
         pass
-    assert n == 3
+    assert extent.hooked == 3
     assert not [w for w in recwarn if "padding_invariant" in str(w.message)]
 
 
@@ -185,7 +185,7 @@ def test_masked_group_norm_equals_group_norm_of_the_image_alone(groups):
     for k, f in enumerate(feats):
         big[k, :, :f.shape[1], :f.shape[2]] = f
     with paddle.no_grad():
-        with pm.padding_invariant(gn, paddle.to_tensor(image)) as n:
+        with pm.padding_invariant(gn, paddle.to_tensor(image)) as extent:
             masked = gn(paddle.to_tensor(big)).numpy()
         plain = gn(paddle.to_tensor(big)).numpy()
         for k, f in enumerate(feats):
@@ -194,7 +194,7 @@ def test_masked_group_norm_equals_group_norm_of_the_image_alone(groups):
             np.testing.assert_allclose(masked[k, :, :h, :w], ref, atol=SE_TOL)
             assert np.abs(plain[k, :, :h, :w] - ref).max() > 1e-2      # the effect is real
     assert np.isfinite(masked).all()
-    assert n == 1 and not gn._forward_pre_hooks and not gn._forward_post_hooks
+    assert extent.hooked == 1 and not gn._forward_pre_hooks and not gn._forward_post_hooks
 
 
 def test_vd_shortcut_pool_needs_no_mask_at_the_pad_stride():
@@ -286,6 +286,22 @@ def test_picodet_image_in_bigger_canvas_equals_own_canvas(picodet):
     assert diffs[(True, "scores")] <= SCORE_TOL, diffs
     assert diffs[(True, "logits")] <= LOGIT_TOL, diffs
     assert diffs[(False, "scores")] > 1e-3, diffs          # unmasked: padding shows
+
+
+def test_picodet_cells_in_the_padding_propose_nothing(picodet):
+    """As for GFL: masked, the padding's cells score 0 and the region's equal bs = 1."""
+    from ppdet_ext.export.adapter_picodet import picodet_level_outputs
+
+    img = np.random.default_rng(1).standard_normal((3, 72, 100)).astype("float32")
+    with paddle.no_grad():
+        (s_a, _, f_a), (s_b, _, f_b) = [
+            picodet_level_outputs(picodet, paddle.to_tensor(_padded([img], c)))
+            for c in ((96, 128), (160, 224))]
+    for a, b, fa, fb, stride in zip(s_a, s_b, f_a, f_b, picodet.head.fpn_stride):
+        region = _image_cells(b.numpy(), fb, (96, 128), stride)
+        assert np.abs(region - _image_cells(a.numpy(), fa, (96, 128), stride)).max() <= SCORE_TOL
+        assert np.isclose(np.abs(b.numpy()).sum(), np.abs(region).sum(), rtol=1e-5, atol=0)
+        assert region.size < b.numpy().size                     # there were padding cells
 
 
 def test_picodet_masking_is_a_no_op_without_padding(picodet):
@@ -583,6 +599,39 @@ def test_gfl_image_in_bigger_canvas_equals_own_canvas(gfl):
     assert diffs[(True, "scores")] <= GFL_SCORE_TOL, diffs
     assert diffs[(True, "boxes")] <= GFL_BOX_TOL, diffs
     assert diffs[(False, "scores")] > 1e-2, diffs          # unmasked: padding shows
+
+
+def _gfl_outside(out, canvas, region):
+    """Values of one image's GFL output ``[N, C]`` at the cells outside ``region``."""
+    inside = np.zeros(out.shape[0], bool)
+    hw = [(canvas[0] // s, canvas[1] // s) for s in (8, 16, 32)]
+    for _ in range(2):
+        hw.append((-(-hw[-1][0] // 2), -(-hw[-1][1] // 2)))
+    start = 0
+    for s, (h, w) in zip((8, 16, 32, 64, 128), hw):
+        grid = np.zeros((h, w), bool)
+        grid[:-(-region[0] // s), :-(-region[1] // s)] = True
+        inside[start:start + h * w] = grid.ravel()
+        start += h * w
+    return out[~inside]
+
+
+def test_gfl_cells_in_the_padding_propose_nothing(gfl):
+    """Masked, a batch proposes exactly the bs = 1 candidates: the cells of the image's own
+    canvas (its region) as alone, every cell beyond it scoring 0 (their boxes could
+    otherwise reach into the image: candidates bs = 1 never has)."""
+    from ppdet_ext.export.adapter_gfl import gfl_raw_outputs
+
+    img = np.random.default_rng(1).standard_normal((3, 72, 100)).astype("float32")
+    own, big = (96, 128), (160, 224)
+    with paddle.no_grad():
+        (s_a, _), (s_b, _) = [
+            [t.numpy()[0] for t in gfl_raw_outputs(gfl, paddle.to_tensor(_padded([img], c)))]
+            for c in (own, big)]
+        plain = gfl_raw_outputs(gfl, paddle.to_tensor(_padded([img], big)), mask_padding=False)
+    assert _gfl_diff(s_a, own, s_b, big, own) <= GFL_SCORE_TOL     # all of own's cells
+    assert np.abs(_gfl_outside(s_b, big, own)).max() == 0.0
+    assert np.abs(_gfl_outside(plain[0].numpy()[0], big, own)).max() > 0.01   # not by itself
 
 
 def test_gfl_bs1_canvas_is_unchanged_by_the_mask(gfl):

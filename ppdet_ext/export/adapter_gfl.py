@@ -40,15 +40,20 @@ def gfl_raw_outputs(model, image, *, mask_padding=None):
             H and W multiples of 32 for keep-ratio inputs.
         mask_padding: compute each image as if alone in its canvas
             (``padding_mask.padding_invariant``); None: ``padding_mask.masks_padding``
-            (dygraph and dynamic-H/W traces mask, a fixed-size trace does not). On an input
+            (dygraph and dynamic-H/W traces mask, a fixed-size trace does not); masked,
+            the cells outside each image's region score 0 (anchors bs = 1 does not
+            have, whose boxes can still reach into the image). On an input
             whose images fill the canvas it changes outputs by float rounding only.
 
     Returns:
         scores: ``[B, N, C]`` sigmoid class probabilities, N = sum over levels of H_l*W_l.
         boxes: ``[B, N, 4]`` xyxy in network-input pixels.
     """
-    with padding_context(model, image, mask_padding, probe=functools.partial(_forward, model)):
+    with padding_context(model, image, mask_padding, probe=functools.partial(_forward, model)) as extent:
         cls_list, box_list = _forward(model, image)
+        if extent is not None:      # cells in the padding propose nothing (bs = 1 has none)
+            cls_list = [paddle.multiply(s, extent.level_mask(int(stride)))
+                        for s, stride in zip(cls_list, model.head.fpn_stride)]
     return paddle.concat(cls_list, axis=1), paddle.concat(box_list, axis=1)
 
 

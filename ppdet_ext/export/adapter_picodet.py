@@ -38,7 +38,8 @@ def picodet_level_outputs(model, image, *, mask_padding=None):
         model: a ppdet ``PicoDet`` (eval mode) whose head is a ``PicoHead``.
         image: ``[B, 3, H, W]`` float32, preprocessed; padding (if any) is 0.0 bottom/right.
         mask_padding: compute each image as if alone in its canvas
-            (``padding_mask.padding_invariant``); None: :func:`masks_padding`. On an
+            (``padding_mask.padding_invariant``), and score 0 at the cells outside its
+            region (the anchors bs = 1 does not have); None: :func:`masks_padding`. On an
             unpadded input it changes outputs by float rounding only.
 
     Returns:
@@ -53,9 +54,17 @@ def picodet_level_outputs(model, image, *, mask_padding=None):
     if getattr(head.conv_feat, "use_se", False):
         warnings.warn("PicoFeat(use_se=True) pools with F.adaptive_avg_pool2d: its outputs "
                       "depend on the padding", stacklevel=2)
-    with padding_context(model, image, mask_padding, probe=functools.partial(_forward, model)):
-        outputs = _forward(model, image)
-    return outputs
+    with padding_context(model, image, mask_padding, probe=functools.partial(_forward, model)) as extent:
+        scores, logits, feats = _forward(model, image)
+        if extent is not None:      # cells in the padding propose nothing (bs = 1 has none)
+            scores = [paddle.multiply(s, extent.level_mask(int(stride), _hw(feat)))
+                      for s, feat, stride in zip(scores, feats, head.fpn_stride)]
+    return scores, logits, feats
+
+
+def _hw(feat):
+    shape = paddle.cast(paddle.shape(feat), "float32")
+    return shape[2], shape[3]
 
 
 def _forward(model, image):

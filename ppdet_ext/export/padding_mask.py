@@ -172,6 +172,7 @@ class PaddingExtent:
         self.strides = strides or {}
         self._cache = {}
         self._calls = {}
+        self.hooked = 0
 
     def count_call(self, layer, inputs):
         """Forward pre-hook registered first on every hooked layer: counts its calls, so
@@ -221,6 +222,33 @@ class PaddingExtent:
         cells = paddle.multiply(count_h, count_w)
         share = paddle.maximum(cells, paddle.ones_like(cells)) / (shape[2] * shape[3])
         return mask, share.reshape([-1, 1, 1, 1])
+
+    def level_mask(self, stride, size=None):
+        """``[B, h*w, 1]`` float32, row-major over ``(y, x)``: 1 for the cells of a
+        stride-``stride`` output level that lie in each image's region, 0 for the padding.
+
+        A dense head's candidates at cells outside the region come from anchors that do
+        not exist when the image runs alone (bs = 1: its canvas *is* its region), yet
+        their boxes can reach into the image; a head multiplies its scores by this so
+        every batch proposes the bs = 1 candidates.
+
+        Args:
+            stride: int, the level's stride (a power of two).
+            size: ``(h, w)`` of the level (ints or float32 scalar tensors); default
+                ``ceil(H / stride), ceil(W / stride)`` of the canvas, what stride-2
+                k3/p1 convs and pools produce.
+        """
+        key = ("level", stride)
+        if key not in self._cache and (stride, stride) in self._cache:   # the layers' mask
+            self._cache[key] = self._cache[(stride, stride)][0].flatten(1).unsqueeze(2)
+        if key not in self._cache:
+            if size is None:
+                size = (paddle.ceil(self._in_shape[2] / stride), paddle.ceil(self._in_shape[3] / stride))
+            keep_h, _ = axis_mask(self.valid_h, stride, size[0])                 # [B, h]
+            keep_w, _ = axis_mask(self.valid_w, stride, size[1])                 # [B, w]
+            keep = paddle.logical_and(keep_h.unsqueeze(2), keep_w.unsqueeze(1))  # [B, h, w]
+            self._cache[key] = paddle.cast(keep, "float32").flatten(1).unsqueeze(2)
+        return self._cache[key]
 
     def low_fill(self, where, x):
         """``[B, 1, h, w]``: 0 inside the region, ``-BIG`` outside (max pools' "-inf")."""
@@ -464,7 +492,8 @@ def padding_invariant(model, image, *, borders=True, probe=None, round_to=1):
             plain one, and every batch the bs = 1 outputs. 1: the image's exact size.
 
     Yields:
-        int: the number of layers hooked.
+        PaddingExtent: the batch's regions (``hooked``: the number of layers hooked;
+        ``level_mask`` for a dense head's output cells).
     """
     layers = [m for m in model.sublayers(include_self=True) if _handled(m, borders)]
     unhandled = sorted({type(m).__name__ for m in model.sublayers(include_self=True)
@@ -475,6 +504,7 @@ def padding_invariant(model, image, *, borders=True, probe=None, round_to=1):
     if probe is not None and not paddle.in_dynamic_mode():
         strides = probe_strides(layers, probe, channels=image.shape[1])
     extent = PaddingExtent(image, strides, round_to)
+    extent.hooked = len(layers)
     handles = []
     for layer in layers:
         pre, post = _hooks_for(layer, extent)
@@ -484,7 +514,7 @@ def padding_invariant(model, image, *, borders=True, probe=None, round_to=1):
         if post is not None:
             handles.append(layer.register_forward_post_hook(post))
     try:
-        yield len(layers)
+        yield extent
     finally:
         for handle in handles:
             handle.remove()
