@@ -7,13 +7,11 @@ Random-init tiny models on a mixed portrait/landscape/square set, so batches pad
 bs = 1 (and everything scoring as high at bs > 1) have a same-class partner with
 |Δscore| <= ``SCORE_TOL`` and IoU >= ``IOU_MIN``, both ways.
 """
-import os
-
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
+from export_helpers import export_in_repo
 
 TOP = 10
 SCORE_TOL = 1e-4
@@ -49,50 +47,18 @@ def _lift_class_bias(model, names):
 
 @pytest.fixture(scope="module")
 def gfl_dir(tmp_path_factory):
-    import paddle
     from gfl_helpers import write_test_config
-    from ppdet_ext.engine.config import load_config
-    from ppdet_ext.export import build_model, export_model
-    from ppdet_ext.registry import reset_global_config
 
-    cwd = os.getcwd()
-    os.chdir(REPO)
-    try:
-        reset_global_config()
-        tmp = tmp_path_factory.mktemp("gfl_eq")
-        cfg, _ = load_config(write_test_config(tmp))
-        paddle.seed(5)
-        model = build_model(cfg)
-        _lift_class_bias(model, ["gfl_head_cls"])
-        out = str(tmp / "gfl")
-        export_model(cfg, out, model=model)
-    finally:
-        reset_global_config()
-        os.chdir(cwd)
-    return out
+    tmp = tmp_path_factory.mktemp("gfl_eq")
+    return export_in_repo(write_test_config(tmp), str(tmp / "gfl"), seed=5,
+                          prepare=lambda m: _lift_class_bias(m, ["gfl_head_cls"]))
 
 
 @pytest.fixture(scope="module")
 def rtdetr_dir(tmp_path_factory):
-    import paddle
-    from ppdet_ext.engine.config import load_config
-    from ppdet_ext.export import build_model, export_model
-    from ppdet_ext.registry import reset_global_config
-
-    cwd = os.getcwd()
-    os.chdir(REPO)
-    try:
-        reset_global_config()
-        cfg, _ = load_config("configs/rtdetrv2/rtdetrv2_tiny_coco_mini.yml")
-        paddle.seed(5)
-        model = build_model(cfg)
-        _lift_class_bias(model, ["score_head", "enc_score_head"])
-        out = str(tmp_path_factory.mktemp("rtdetr_eq") / "rtdetr")
-        export_model(cfg, out, model=model)
-    finally:
-        reset_global_config()
-        os.chdir(cwd)
-    return out
+    return export_in_repo("configs/rtdetrv2/rtdetrv2_tiny_coco_mini.yml",
+                          str(tmp_path_factory.mktemp("rtdetr_eq") / "rtdetr"), seed=5,
+                          prepare=lambda m: _lift_class_bias(m, ["score_head", "enc_score_head"]))
 
 
 def _run(model_dir, paths, bs, policy):
