@@ -41,3 +41,14 @@ def _paddle_inference(prefix, x, mkldnn):
     handle.copy_from_cpu(x)
     predictor.run()
     return predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+
+
+def _program_ops(prefix):
+    """Op types of a saved inference program, in order."""
+    paddle.enable_static()
+    try:
+        exe = paddle.static.Executor(paddle.CPUPlace())
+        prog, _, _ = paddle.static.load_inference_model(prefix, exe)
+    finally:
+        paddle.disable_static()
+    return [op.type for op in prog.global_block().ops]

@@ -21,7 +21,7 @@ import paddle
 import pytest
 
 from conftest import REPO
-from padding_helpers import _padded, _paddle_inference, _randomize
+from padding_helpers import _padded, _paddle_inference, _program_ops, _randomize
 
 from ppdet_ext.export import padding_mask as pm
 
@@ -390,13 +390,7 @@ def _check_batch_against_alone(net, batch_out, ims):
 
 def test_traced_graph_is_small_and_has_no_probe(tiny_graph):
     _, prefix = tiny_graph
-    paddle.enable_static()
-    try:
-        exe = paddle.static.Executor(paddle.CPUPlace())
-        prog, _, _ = paddle.static.load_inference_model(prefix, exe)
-    finally:
-        paddle.disable_static()
-    types = [op.type for op in prog.global_block().ops]
+    types = _program_ops(prefix)
     assert types.count("conv2d") + types.count("depthwise_conv2d") == 5   # no probe copy
     assert types.count("abs") == 1                                    # one valid_extent
     # one mask per stride a hooked layer reads (2, 4; the image itself needs none):

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import REPO
 from export_helpers import export_in_repo
-from padding_helpers import _padded, _paddle_inference, _randomize
+from padding_helpers import _padded, _paddle_inference, _program_ops, _randomize
 
 from ppdet_ext.export import adapter_gfl
 
@@ -131,16 +131,6 @@ def test_gfl_bs1_canvas_is_unchanged_by_the_mask(gfl):
 def gfl_export(gfl, tmp_path_factory):
     """The tiny GFL exported with a dynamic ``[-1, 3, -1, -1]`` input (masked graph)."""
     return export_in_repo(GFL_CONFIG, str(tmp_path_factory.mktemp("gflmask") / "gfl"), model=gfl)
-
-
-def _program_ops(prefix):
-    paddle.enable_static()
-    try:
-        exe = paddle.static.Executor(paddle.CPUPlace())
-        prog, _, _ = paddle.static.load_inference_model(prefix, exe)
-    finally:
-        paddle.disable_static()
-    return [op.type for op in prog.global_block().ops]
 
 
 def test_gfl_traced_graph_masks_once_per_stride(gfl_export):

@@ -42,12 +42,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _run(args, batch_size, policy):
+def _run(args, paths, batch_size, policy):
     opts = {"threads": args.threads} if args.threads is not None else None
     runner = Runner(args.model, backend=args.backend, backend_options=opts,
                     batch_size=batch_size, policy=policy)
     try:
-        return runner.run(list_images(args.images, args.limit))
+        return runner.run(paths)
     finally:
         runner.close()
 
@@ -56,10 +56,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     tol = Tolerance(min_score=args.min_score, score_tol=args.score_tol, iou_min=args.iou_min,
                     margin=args.score_tol)
-    ref = _run(args, 1, "none")
+    paths = list_images(args.images, args.limit)
+    ref = _run(args, paths, 1, "none")
     rows, ok = [], not ref.errors
     for policy in args.policies:
-        got = _run(args, args.batch_size, policy)
+        got = _run(args, paths, args.batch_size, policy)
         match = MatchReport()
         for a, b in zip(ref.results, got.results):
             if a.error is None and b.error is None:

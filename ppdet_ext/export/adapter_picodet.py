@@ -57,14 +57,9 @@ def picodet_level_outputs(model, image, *, mask_padding=None):
     with padding_context(model, image, mask_padding, probe=functools.partial(_forward, model)) as extent:
         scores, logits, feats = _forward(model, image)
         if extent is not None:      # cells in the padding propose nothing (bs = 1 has none)
-            scores = [paddle.multiply(s, extent.level_mask(int(stride), _hw(feat)))
-                      for s, feat, stride in zip(scores, feats, head.fpn_stride)]
+            scores = [paddle.multiply(s, extent.level_mask(int(stride)))
+                      for s, stride in zip(scores, head.fpn_stride)]
     return scores, logits, feats
-
-
-def _hw(feat):
-    shape = paddle.cast(paddle.shape(feat), "float32")
-    return shape[2], shape[3]
 
 
 def _forward(model, image):

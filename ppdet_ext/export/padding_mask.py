@@ -215,15 +215,20 @@ class PaddingExtent:
         if strides is None:
             strides = (_stride_graph(self._in_shape[2], shape[2]),
                        _stride_graph(self._in_shape[3], shape[3]))
-        keep_h, count_h = axis_mask(self.valid_h, strides[0], shape[2])     # [B, h], [B]
-        keep_w, count_w = axis_mask(self.valid_w, strides[1], shape[3])
-        keep = paddle.logical_and(keep_h.unsqueeze(2), keep_w.unsqueeze(1))
+        keep, count_h, count_w = self._keep(strides, shape[2], shape[3])
         mask = paddle.cast(keep.unsqueeze(1), "float32")                  # [B, 1, h, w]
         cells = paddle.multiply(count_h, count_w)
         share = paddle.maximum(cells, paddle.ones_like(cells)) / (shape[2] * shape[3])
         return mask, share.reshape([-1, 1, 1, 1])
 
-    def level_mask(self, stride, size=None):
+    def _keep(self, strides, h, w):
+        """(``[B, h, w]`` bool region cells, ``[B]`` rows, ``[B]`` columns) of a map with
+        ``strides`` (s_h, s_w) and size ``h`` x ``w``."""
+        keep_h, count_h = axis_mask(self.valid_h, strides[0], h)     # [B, h], [B]
+        keep_w, count_w = axis_mask(self.valid_w, strides[1], w)
+        return paddle.logical_and(keep_h.unsqueeze(2), keep_w.unsqueeze(1)), count_h, count_w
+
+    def level_mask(self, stride):
         """``[B, h*w, 1]`` float32, row-major over ``(y, x)``: 1 for the cells of a
         stride-``stride`` output level that lie in each image's region, 0 for the padding.
 
@@ -233,21 +238,20 @@ class PaddingExtent:
         every batch proposes the bs = 1 candidates.
 
         Args:
-            stride: int, the level's stride (a power of two).
-            size: ``(h, w)`` of the level (ints or float32 scalar tensors); default
-                ``ceil(H / stride), ceil(W / stride)`` of the canvas, what stride-2
-                k3/p1 convs and pools produce.
+            stride: int, the level's stride (a power of two); the level is
+                ``ceil(H / stride) x ceil(W / stride)`` of the canvas, what stride-2 k3/p1
+                convs and pools produce.
+
+        Reuses the hooked layers' mask of that stride when there is one (no new ops).
         """
         key = ("level", stride)
-        if key not in self._cache and (stride, stride) in self._cache:   # the layers' mask
-            self._cache[key] = self._cache[(stride, stride)][0].flatten(1).unsqueeze(2)
         if key not in self._cache:
-            if size is None:
-                size = (paddle.ceil(self._in_shape[2] / stride), paddle.ceil(self._in_shape[3] / stride))
-            keep_h, _ = axis_mask(self.valid_h, stride, size[0])                 # [B, h]
-            keep_w, _ = axis_mask(self.valid_w, stride, size[1])                 # [B, w]
-            keep = paddle.logical_and(keep_h.unsqueeze(2), keep_w.unsqueeze(1))  # [B, h, w]
-            self._cache[key] = paddle.cast(keep, "float32").flatten(1).unsqueeze(2)
+            if (stride, stride) in self._cache:
+                mask = self._cache[(stride, stride)][0]                   # [B, 1, h, w]
+            else:
+                h, w = (paddle.ceil(self._in_shape[i] / stride) for i in (2, 3))
+                mask = paddle.cast(self._keep((stride, stride), h, w)[0], "float32")
+            self._cache[key] = mask.flatten(1).unsqueeze(2)
         return self._cache[key]
 
     def low_fill(self, where, x):
@@ -272,7 +276,8 @@ def _quantized_conv_types():
         from paddle.nn.quant import quant_layers
     except ImportError:         # pragma: no cover  (builds without paddle.nn.quant)
         return ()
-    return tuple(getattr(quant_layers, n) for n in ("QuantizedConv2D",) if hasattr(quant_layers, n))
+    cls = getattr(quant_layers, "QuantizedConv2D", None)
+    return (cls,) if cls is not None else ()
 
 
 def _is_global_avg_pool(layer):
