@@ -11,7 +11,10 @@ setup(
     version="0.1.0",
     description="RT-DETRv2 and shape-grouped batched deployment for PaddleDetection 2.6",
     python_requires=">=3.9,<3.12",
-    packages=find_packages(include=["ppdet_ext", "ppdet_ext.*", "deploy", "deploy.*"]),
+    # deploy/ installs as ppdet_ext_deploy: a distinctive import name, not the generic "deploy"
+    packages=find_packages(include=["ppdet_ext", "ppdet_ext.*"])
+    + ["ppdet_ext_deploy"] + ["ppdet_ext_deploy." + p for p in find_packages("deploy")],
+    package_dir={"ppdet_ext_deploy": "deploy"},
     include_package_data=True,
     install_requires=["paddledet==2.6.0", "paddlepaddle", "numpy", "opencv-python", "PyYAML"],
     extras_require={

@@ -28,8 +28,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from deploy.compare import Tolerance, match_detections
-from deploy.runner import Runner, RunReport
+from .compare import Tolerance, match_detections
+from .runner import Runner, RunReport
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -189,7 +189,7 @@ def run_sweep(model_dir: str, images: Sequence[str], *, batch_sizes: Sequence[in
                  for c in all_configs if c.batch_size == 1 and c.policy != policies[0]}
     configs = [c for c in all_configs if c.key not in bs1_alias]
     if eval_ann and eval_images is None:
-        from deploy.coco_eval import image_paths
+        from .coco_eval import image_paths
 
         eval_images = image_paths(eval_ann, os.path.join(os.path.dirname(os.path.dirname(eval_ann)), "images"))
     runs: Dict[str, List[Dict[str, Any]]] = {c.key: [] for c in configs}
@@ -216,7 +216,7 @@ def run_sweep(model_dir: str, images: Sequence[str], *, batch_sizes: Sequence[in
             if rnd == 0:
                 detections[cfg.key] = [r.dets for r in report.results]
                 if eval_ann and (eval_batch_sizes is None or cfg.batch_size in eval_batch_sizes):
-                    from deploy.coco_eval import coco_ap
+                    from .coco_eval import coco_ap
 
                     row.update({k: v for k, v in coco_ap(runner.run(eval_images).results, eval_ann,
                                                             category_ids=runner.meta.category_ids).items()})
@@ -264,9 +264,9 @@ def plan_sweep(model_dir: str, images: Sequence[str], *, batch_sizes: Sequence[i
     Needs only ``infer_cfg.yml`` and image headers: exact plan-level numbers for models too slow
     to time on this machine (e.g. GFL at 800x1333).
     """
-    from deploy.meta import load_meta
-    from deploy.planner import plan_batches
-    from deploy.preprocess import Preprocessor
+    from .meta import load_meta
+    from .planner import plan_batches
+    from .preprocess import Preprocessor
 
     meta = load_meta(model_dir)
     pre = Preprocessor(meta.preprocess)

@@ -11,7 +11,7 @@ import io
 import os
 from typing import Dict, List, Optional, Sequence
 
-from deploy.runner import ImageResult
+from .runner import ImageResult
 
 
 def image_paths(ann_file: str, image_dir: str) -> List[str]:

@@ -18,9 +18,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
-from deploy.meta import ExportMeta, load_meta
+from .meta import ExportMeta, load_meta
 
-_PADDLE = "deploy.backends.paddle_inference:PaddleInferenceBackend"
+_PADDLE = ".backends.paddle_inference:PaddleInferenceBackend"
 _PADDLE_FILES = ("model.pdmodel", "model.pdiparams")
 _GPU_OPTS = {"gpu_id": 0, "gpu_mem_mb": 1000}
 _TRT_OPTS = {**_GPU_OPTS, "workspace_mb": 1024, "min_subgraph_size": 3, "use_static": False,
@@ -59,10 +59,10 @@ FORMATS: Tuple[Format, ...] = (
            {"device": "gpu", "trt_precision": "int8"},
            {**_TRT_OPTS, "calib_dir": None, "calib_images": 32},
            "Paddle Inference + TensorRT INT8 (calibrates on calib_dir images first)"),
-    Format("onnxruntime", "deploy.backends.onnxruntime:OnnxRuntimeBackend", ("model.onnx",),
+    Format("onnxruntime", ".backends.onnxruntime:OnnxRuntimeBackend", ("model.onnx",),
            ("onnxruntime",), {}, {"threads": 0, "providers": "CPUExecutionProvider"},
            "ONNX Runtime over model.onnx (written by tools/export_onnx.py)"),
-    Format("rknn-sim", "deploy.backends.rknn:RknnSimBackend", ("model.onnx",), ("rknn",), {},
+    Format("rknn-sim", ".backends.rknn:RknnSimBackend", ("model.onnx",), ("rknn",), {},
            {"quant": "fp16", "target": "rk3588", "calib": None, "calib_images": 100,
             "float_ops": ("Softmax",), "disable_rules": (), "quant_algorithm": "normal",
             "log_dir": None,
@@ -103,7 +103,7 @@ def _onnxruntime() -> Optional[str]:
 
 
 def _rknn() -> Optional[str]:
-    from deploy.rknn.worker import unavailable_reason
+    from .rknn.worker import unavailable_reason
 
     return unavailable_reason()
 
@@ -159,5 +159,5 @@ def create_backend(model_dir: str, name: str = "paddle-cpu", options: Optional[M
     check_available(fmt, model_dir)
     meta = meta or load_meta(model_dir)
     module, cls = fmt.backend.split(":")
-    backend_cls = getattr(importlib.import_module(module), cls)
+    backend_cls = getattr(importlib.import_module(module, __package__), cls)
     return backend_cls(meta, **fmt.fixed, **opts)

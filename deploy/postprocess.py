@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from deploy.meta import PostprocessCfg
+from .meta import PostprocessCfg
 
 EMPTY = np.zeros((0, 6), np.float32)
 

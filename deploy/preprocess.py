@@ -106,7 +106,7 @@ def preprocess_path(meta, path: str, pre: Optional[Preprocessor] = None) -> np.n
         path: Image file (decoded with :func:`deploy.imageio.decode_rgb`).
         pre: A :class:`Preprocessor` for ``meta`` to reuse across calls.
     """
-    from deploy.imageio import decode_rgb
+    from .imageio import decode_rgb
 
     pre = pre or Preprocessor(meta.preprocess)
     img, _ = decode_rgb(path)

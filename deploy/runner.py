@@ -31,13 +31,13 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from deploy.backends.base import Backend, ShapeRange
-from deploy.formats import create_backend
-from deploy.imageio import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, ImageError, decode_rgb, probe_size
-from deploy.meta import ExportMeta, load_meta
-from deploy.planner import Batch, BatchPlan, plan_batches
-from deploy.postprocess import EMPTY, postprocess_batch
-from deploy.preprocess import Preprocessor
+from .backends.base import Backend, ShapeRange
+from .formats import create_backend
+from .imageio import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, ImageError, decode_rgb, probe_size
+from .meta import ExportMeta, load_meta
+from .planner import Batch, BatchPlan, plan_batches
+from .postprocess import EMPTY, postprocess_batch
+from .preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
 HW = Tuple[int, int]

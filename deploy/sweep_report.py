@@ -6,7 +6,7 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Sequence
 
-from deploy.benchmark import ratios
+from .benchmark import ratios
 
 TABLE_COLUMNS = (
     ("backend", "{}"), ("policy", "{}"), ("batch_size", "{}"), ("images_per_s", "{:.2f}"),

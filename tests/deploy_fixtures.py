@@ -17,14 +17,14 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional, Sequence
 
-import deploy  # noqa: F401  (imports zlib before paddle)
+import ppdet_ext_deploy  # noqa: F401  (imports zlib before paddle)
 import cv2
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from deploy.meta import dump_meta
+from ppdet_ext_deploy.meta import dump_meta
 
 SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 REPO = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))

@@ -62,7 +62,7 @@ def rtdetr_dir(tmp_path_factory):
 
 
 def _run(model_dir, paths, bs, policy):
-    from deploy import Runner
+    from ppdet_ext_deploy import Runner
     runner = Runner(model_dir, backend="paddle-cpu", backend_options={"threads": 2},
                     batch_size=bs, policy=policy)
     try:
@@ -74,7 +74,7 @@ def _run(model_dir, paths, bs, policy):
 
 
 def _assert_same(ref, got):
-    from deploy.compare import Tolerance, match_detections
+    from ppdet_ext_deploy.compare import Tolerance, match_detections
     compared = 0
     for a, b in zip(ref.results, got.results):
         assert a.path == b.path

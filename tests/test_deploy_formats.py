@@ -7,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-import deploy  # noqa: F401
-from deploy import formats
-from deploy.backends.base import Backend, ShapeRange
-from deploy.formats import FORMATS, FormatUnavailable, create_backend, get_format, resolve_options
-from deploy.runner import Runner
+import ppdet_ext_deploy  # noqa: F401
+from ppdet_ext_deploy import formats
+from ppdet_ext_deploy.backends.base import Backend, ShapeRange
+from ppdet_ext_deploy.formats import FORMATS, FormatUnavailable, create_backend, get_format, resolve_options
+from ppdet_ext_deploy.runner import Runner
 from deploy_fixtures import build_tiny_export, coco_mini_images
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,7 +26,7 @@ def _cls(fmt):
     import importlib
 
     module, name = fmt.backend.split(":")
-    return getattr(importlib.import_module(module), name)
+    return getattr(importlib.import_module(module, "ppdet_ext_deploy"), name)
 
 
 @pytest.mark.parametrize("fmt", FORMATS, ids=lambda f: f.name)
@@ -70,8 +70,8 @@ def test_missing_model_file_is_named(export_dir):
 
 def test_trt_profile_comes_from_the_plan(export_dir, monkeypatch):
     """The TensorRT row builds its dynamic-shape profile from the runner's shapes (no GPU needed)."""
-    from deploy.backends.paddle_inference import PaddleInferenceBackend
-    from deploy.meta import load_meta
+    from ppdet_ext_deploy.backends.paddle_inference import PaddleInferenceBackend
+    from ppdet_ext_deploy.meta import load_meta
 
     built = []
     monkeypatch.setattr(PaddleInferenceBackend, "_build", lambda self: built.append(self._range))
@@ -117,8 +117,8 @@ def test_a_new_backend_is_one_class_plus_one_row(export_dir, monkeypatch):
 
 
 def test_deploy_imports_no_training_code():
-    code = ("import sys, deploy, deploy.runner, deploy.benchmark, deploy.sweep_report, deploy.coco_eval, "
-            "deploy.backends.paddle_inference, deploy.backends.onnxruntime; "
+    code = ("import sys, ppdet_ext_deploy, ppdet_ext_deploy.runner, ppdet_ext_deploy.benchmark, ppdet_ext_deploy.sweep_report, ppdet_ext_deploy.coco_eval, "
+            "ppdet_ext_deploy.backends.paddle_inference, ppdet_ext_deploy.backends.onnxruntime; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('ppdet', 'ppdet_ext')]; "
             "assert not bad, bad; assert list(sys.modules).index('zlib') < list(sys.modules).index('paddle') "
             "if 'paddle' in sys.modules else True")

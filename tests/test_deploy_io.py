@@ -4,10 +4,10 @@ import os
 import numpy as np
 import pytest
 
-import deploy  # noqa: F401
-from deploy.imageio import ImageError, decode_rgb, probe_size
-from deploy.meta import dump_meta, load_meta
-from deploy.preprocess import Preprocessor
+import ppdet_ext_deploy  # noqa: F401
+from ppdet_ext_deploy.imageio import ImageError, decode_rgb, probe_size
+from ppdet_ext_deploy.meta import dump_meta, load_meta
+from ppdet_ext_deploy.preprocess import Preprocessor
 from deploy_fixtures import MEAN, STD, coco_mini_images, write_bad_images
 
 

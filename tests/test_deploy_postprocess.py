@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-import deploy  # noqa: F401
-from deploy.compare import Tolerance, match_detections
-from deploy.meta import PostprocessCfg
-from deploy.postprocess import inside, multiclass_nms, nms, postprocess_batch, to_original, topk_select
+import ppdet_ext_deploy  # noqa: F401
+from ppdet_ext_deploy.compare import Tolerance, match_detections
+from ppdet_ext_deploy.meta import PostprocessCfg
+from ppdet_ext_deploy.postprocess import inside, multiclass_nms, nms, postprocess_batch, to_original, topk_select
 
 
 def brute_nms(boxes, scores, thr):

@@ -14,10 +14,10 @@ import time
 import numpy as np
 import pytest
 
-import deploy  # noqa: F401
-from deploy.compare import Tolerance, match_detections
-from deploy.meta import load_meta
-from deploy.runner import Runner
+import ppdet_ext_deploy  # noqa: F401
+from ppdet_ext_deploy.compare import Tolerance, match_detections
+from ppdet_ext_deploy.meta import load_meta
+from ppdet_ext_deploy.runner import Runner
 from deploy_fixtures import (build_tiny_export, coco_mini_images, tiny_layer, write_bad_images)
 
 STRICT = Tolerance(min_score=0.5, score_tol=1e-4, iou_min=0.999, margin=1e-3)
@@ -31,7 +31,7 @@ def export_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(export_dir):
     """One loaded Paddle Inference CPU engine shared by the runners below (loading is the slow part)."""
-    from deploy.formats import create_backend
+    from ppdet_ext_deploy.formats import create_backend
 
     return create_backend(export_dir, "paddle-cpu")
 
@@ -91,7 +91,7 @@ def test_onnxruntime_matches_paddle(export_dir, images, reference):
 def test_inference_matches_dygraph(export_dir):
     import paddle
 
-    from deploy.formats import create_backend
+    from ppdet_ext_deploy.formats import create_backend
 
     x = np.random.default_rng(0).standard_normal((2, 3, 96, 160)).astype(np.float32)
     ref = [t.numpy() for t in tiny_layer()(paddle.to_tensor(x))]

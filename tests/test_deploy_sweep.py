@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-import deploy  # noqa: F401
-from deploy.benchmark import ratios, run_sweep
-from deploy.sweep_report import format_table, write_all
+import ppdet_ext_deploy  # noqa: F401
+from ppdet_ext_deploy.benchmark import ratios, run_sweep
+from ppdet_ext_deploy.sweep_report import format_table, write_all
 from deploy_fixtures import COCO_MINI, PICODET_ONNX, build_picodet_onnx_export, build_tiny_export
 
 ANN = os.path.join(COCO_MINI, "annotations", "instances_val.json")
@@ -20,7 +20,7 @@ def export_dir(tmp_path_factory):
 
 
 def test_run_sweep_rows_and_files(export_dir, tmp_path):
-    from deploy.coco_eval import image_paths
+    from ppdet_ext_deploy.coco_eval import image_paths
 
     images = image_paths(ANN, os.path.join(COCO_MINI, "images"))[:10]
     result = run_sweep(export_dir, images, batch_sizes=(1, 4), policies=("none", "shape"),
@@ -66,8 +66,8 @@ def test_cli_writes_outputs(export_dir, tmp_path, capsys):
 @pytest.mark.slow
 def test_real_picodet_onnx_reaches_known_ap(tmp_path, shared_data):
     """Decode + NMS + COCO eval reproduce the known AP 0.335 of PicoDet-S 416 on coco_val158."""
-    from deploy.coco_eval import coco_ap, image_paths
-    from deploy.runner import Runner
+    from ppdet_ext_deploy.coco_eval import coco_ap, image_paths
+    from ppdet_ext_deploy.runner import Runner
 
     if not os.path.isfile(PICODET_ONNX):
         pytest.skip(f"{PICODET_ONNX} not found")

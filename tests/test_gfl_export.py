@@ -87,8 +87,8 @@ def test_matmul_v2_scale_fuse_pass_breaks_gfl_boxes_on_this_paddle(exported):
 @pytest.mark.parametrize("mkldnn", [False, True])
 def test_deploy_paddle_backend_matches_dygraph(exported, mkldnn):
     # the deploy runner's own predictor config (pass deletion must come last in it)
-    from deploy.formats import create_backend
-    from deploy.backends.base import ShapeRange
+    from ppdet_ext_deploy.formats import create_backend
+    from ppdet_ext_deploy.backends.base import ShapeRange
     model, out, _ = exported
     image = np.random.RandomState(1).randn(2, 3, 128, 192).astype("float32")
     with paddle.no_grad():

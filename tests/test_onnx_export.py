@@ -16,10 +16,10 @@ import paddle
 import pytest
 import yaml
 
-import deploy  # noqa: F401
-from deploy.compare import Tolerance, match_detections
-from deploy.formats import create_backend
-from deploy.runner import Runner
+import ppdet_ext_deploy  # noqa: F401
+from ppdet_ext_deploy.compare import Tolerance, match_detections
+from ppdet_ext_deploy.formats import create_backend
+from ppdet_ext_deploy.runner import Runner
 from deploy_fixtures import build_tiny_export, coco_mini_images
 from gfl_helpers import export_random_tiny_gfl
 from ppdet_ext.export import adapters

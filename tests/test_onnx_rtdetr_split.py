@@ -22,11 +22,11 @@ import paddle
 import pytest
 from ppdet.core.workspace import create
 
-import deploy  # noqa: F401
-from deploy.rknn.split import onnxruntime_split_pipeline, select_queries
-from deploy.formats import create_backend
-from deploy.postprocess import postprocess_batch
-from deploy.meta import load_meta
+import ppdet_ext_deploy  # noqa: F401
+from ppdet_ext_deploy.rknn.split import onnxruntime_split_pipeline, select_queries
+from ppdet_ext_deploy.formats import create_backend
+from ppdet_ext_deploy.postprocess import postprocess_batch
+from ppdet_ext_deploy.meta import load_meta
 from ppdet_ext.export import adapters, export_model
 from ppdet_ext.export.metadata import ExportError
 from ppdet_ext.export.onnx_export import export_onnx
@@ -93,7 +93,7 @@ def test_split_metadata(split_dir):
     meta = load_meta(out)
     assert meta.input_shape == (1, 3, SIZE, SIZE)
     assert meta.post.type == "topk"
-    from deploy.rknn.split import split_config
+    from ppdet_ext_deploy.rknn.split import split_config
     cfg = split_config(out)
     assert cfg["num_queries"] == 30 and cfg["sampling"] == ["discrete"] and cfg["gather_free"]
     assert cfg["decoder_input_shapes"][0] == [1, 30, 64]

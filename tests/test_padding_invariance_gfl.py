@@ -185,8 +185,8 @@ def test_gfl_paddle_inference_batch_equals_alone(gfl_export, gfl_plain_graph, mk
     sized images on one canvas vs each image alone on its stride-32 canvas. oneDNN on: the
     masked GroupNorm's [B, G, 1, 1] statistics at B > 1 (cf. the oneDNN broadcast bug).
     The plain graph, same comparison: the padding shows."""
-    from deploy.backends.paddle_inference import PaddleInferenceBackend
-    from deploy.meta import load_meta
+    from ppdet_ext_deploy.backends.paddle_inference import PaddleInferenceBackend
+    from ppdet_ext_deploy.meta import load_meta
 
     backend = PaddleInferenceBackend(load_meta(gfl_export), threads=1, mkldnn=mkldnn)
     ims, canvas = _gfl_batch_cases()

@@ -4,9 +4,9 @@ import random
 
 import pytest
 
-import deploy  # noqa: F401
-from deploy.backends.base import ShapeRange
-from deploy.planner import POLICIES, aspect_bins, assign_canonical, plan_batches
+import ppdet_ext_deploy  # noqa: F401
+from ppdet_ext_deploy.backends.base import ShapeRange
+from ppdet_ext_deploy.planner import POLICIES, aspect_bins, assign_canonical, plan_batches
 
 # A COCO-like mix after a keep-ratio resize to long side 416: landscape 4:3 and 3:2,
 # portrait, square, and odd sizes that are not stride multiples.
@@ -198,7 +198,7 @@ def test_shape_range_covers_the_plan():
 def test_auto_shapes_is_the_cheapest_contiguous_split():
     from itertools import combinations
 
-    from deploy.planner import auto_shapes
+    from ppdet_ext_deploy.planner import auto_shapes
 
     sizes = random_sizes(40, 5)
     stride = 64

@@ -14,11 +14,11 @@ import numpy as np
 import paddle
 import pytest
 
-import deploy  # noqa: F401
-from deploy.backends.rknn import RknnSimBackend
-from deploy.rknn import hybrid, report, split, worker
-from deploy.formats import FormatUnavailable, check_available, create_backend, get_format
-from deploy.runner import Runner
+import ppdet_ext_deploy  # noqa: F401
+from ppdet_ext_deploy.backends.rknn import RknnSimBackend
+from ppdet_ext_deploy.rknn import hybrid, report, split, worker
+from ppdet_ext_deploy.formats import FormatUnavailable, check_available, create_backend, get_format
+from ppdet_ext_deploy.runner import Runner
 from deploy_fixtures import coco_mini_images
 
 REASON = worker.unavailable_reason()
@@ -70,7 +70,7 @@ def test_convert_cli_exits_nonzero_without_toolkit(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_fixed(tmp_path_factory):
     """Tiny conv detector exported at a fixed [1, 3, 160, 160] with model.onnx (folded)."""
-    from deploy.meta import dump_meta, load_meta
+    from ppdet_ext_deploy.meta import dump_meta, load_meta
     from deploy_fixtures import build_tiny_export
     from ppdet_ext.export.onnx_export import export_onnx
 
@@ -92,7 +92,7 @@ def tiny_fixed(tmp_path_factory):
 
 
 def test_dynamic_shape_is_refused(tmp_path):
-    from deploy.meta import load_meta
+    from ppdet_ext_deploy.meta import load_meta
     from deploy_fixtures import build_tiny_export
 
     out = build_tiny_export(str(tmp_path / "dyn"), onnx=True)
@@ -123,7 +123,7 @@ def test_simulator_fp16_matches_onnxruntime_and_runs_in_the_runner(tiny_fixed, t
     b = Runner(tiny_fixed, backend="rknn-sim", batch_size=2,
                backend_options={"log_dir": str(tmp_path / "log2")}).run(images)
     assert b.images_ok == 4 and b.backend["name"] == "rknn-sim"
-    from deploy.compare import Tolerance, match_detections
+    from ppdet_ext_deploy.compare import Tolerance, match_detections
     # fp16 moves near-tied scores of the toy model's heavily overlapping boxes, which can
     # change which box NMS keeps: at least 95% of detections must match one-to-one
     tol = Tolerance(min_score=0.5, score_tol=5e-3, iou_min=0.98, margin=1e-2)

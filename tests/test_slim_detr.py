@@ -145,7 +145,7 @@ def test_head_pruning_equals_zeroing_the_dropped_heads(full_sd):
 def test_head_pruned_model_params_and_export(full_sd, tmp_path):
     """Param count drops by the hand-computed amount; the pruned model exports (to_static,
     Paddle Inference) and matches its dygraph outputs to 1e-4."""
-    from deploy.formats import create_backend
+    from ppdet_ext_deploy.formats import create_backend
     from ppdet_ext.export import export_model
     from ppdet_ext.slim.detr_prune import PruneSpec, build, macs_of, params_of
 

@@ -24,11 +24,11 @@ def picodet_fp32(repo_cwd, shared_data, tmp_path):
 
 
 def test_bn_fold_exact_and_int8_within_one_ap(picodet_fp32, tmp_path):
-    from deploy.coco_eval import coco_ap, image_paths
-    from deploy.meta import load_meta
+    from ppdet_ext_deploy.coco_eval import coco_ap, image_paths
+    from ppdet_ext_deploy.meta import load_meta
     from ppdet_ext.slim.bn_fold import fold_batch_norm
     from ppdet_ext.slim.calib import calib_batches, calib_files
-    from deploy import Runner
+    from ppdet_ext_deploy import Runner
     from ppdet_ext.slim.ptq import PTQConfig, quantize_export
 
     fp32, shared = picodet_fp32

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import ppdet_ext  # noqa: F401  (zlib before paddle)
-from deploy.meta import load_meta
+from ppdet_ext_deploy.meta import load_meta
 from deploy_fixtures import COCO_MINI, build_tiny_export
 
 from ppdet_ext.slim.calib import calib_batches, calib_files
-from deploy import Runner
+from ppdet_ext_deploy import Runner
 
 IMAGES = os.path.join(COCO_MINI, "images")
 

@@ -21,7 +21,7 @@ def test_slim_config_rejects_unknown_keys(tmp_path):
 
 def test_qat_trains_and_exports_int8(repo_cwd, tmp_path):
     from ppdet_ext.engine.config import load_config
-    from deploy import Runner
+    from ppdet_ext_deploy import Runner
     from ppdet_ext.slim.qat import count_quantized, load_slim_config, train_qat
 
     cfg, user = load_config("configs/gfl/gfl_tiny_coco_mini.yml", [

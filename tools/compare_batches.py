@@ -18,12 +18,12 @@ import argparse
 import json
 import sys
 
-import deploy  # noqa: F401  (zlib before paddle)
-from deploy.benchmark import list_images
-from deploy.compare import MatchReport, Tolerance, match_detections
-from deploy.formats import FORMATS
-from deploy.planner import POLICIES
-from deploy.runner import Runner
+import ppdet_ext_deploy  # noqa: F401  (zlib before paddle)
+from ppdet_ext_deploy.benchmark import list_images
+from ppdet_ext_deploy.compare import MatchReport, Tolerance, match_detections
+from ppdet_ext_deploy.formats import FORMATS
+from ppdet_ext_deploy.planner import POLICIES
+from ppdet_ext_deploy.runner import Runner
 
 
 def parse_args(argv=None) -> argparse.Namespace:

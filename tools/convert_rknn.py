@@ -26,9 +26,9 @@ import shutil
 import sys
 import time
 
-import deploy  # noqa: F401  (zlib first)
-from deploy.rknn.report import op_report_markdown
-from deploy.rknn.worker import DETR_DISABLE_RULES, QUANT_MODES, unavailable_reason
+import ppdet_ext_deploy  # noqa: F401  (zlib first)
+from ppdet_ext_deploy.rknn.report import op_report_markdown
+from ppdet_ext_deploy.rknn.worker import DETR_DISABLE_RULES, QUANT_MODES, unavailable_reason
 
 EXAMPLES = [
     "python tools/convert_rknn.py output/onnx_rknn/picodet_s_416_b1 --quant fp16 "
@@ -55,7 +55,7 @@ def convert(model_dir, output_dir, *, quant="fp16", calib=None, calib_images=100
     Returns:
         dict: ``ops`` (summary), ``build`` info, and ``eval`` (AP dict) when ``eval_ann``.
     """
-    from deploy.runner import Runner
+    from ppdet_ext_deploy.runner import Runner
 
     os.makedirs(output_dir, exist_ok=True)
     shutil.copy(os.path.join(model_dir, "infer_cfg.yml"), os.path.join(output_dir, "infer_cfg.yml"))
@@ -67,8 +67,8 @@ def convert(model_dir, output_dir, *, quant="fp16", calib=None, calib_images=100
     if float_layers or float_spans:
         # per-layer fp16 spans are options of RknnSimBackend itself (not of the registry's
         # rknn-sim format): build the backend here and hand it to the runner
-        from deploy.backends.rknn import RknnSimBackend
-        from deploy.meta import load_meta
+        from ppdet_ext_deploy.backends.rknn import RknnSimBackend
+        from ppdet_ext_deploy.meta import load_meta
 
         backend = RknnSimBackend(load_meta(model_dir), **options, float_layers=tuple(float_layers),
                                  float_spans=tuple(tuple(s) for s in float_spans))
@@ -92,7 +92,7 @@ def convert(model_dir, output_dir, *, quant="fp16", calib=None, calib_images=100
                 q = "fp16" if graph == "decoder" else quant
                 f.write(op_report_markdown(ops, f"{name}{label} ({q}, rk3588)", command) + "\n")
         if eval_ann:
-            from deploy.coco_eval import coco_ap, image_paths
+            from ppdet_ext_deploy.coco_eval import coco_ap, image_paths
 
             images = eval_images or os.path.join(os.path.dirname(os.path.dirname(eval_ann)), "images")
             paths = image_paths(eval_ann, images)[:eval_limit]
@@ -149,7 +149,7 @@ def main(argv=None):
         return 2
     float_layers = list(args.float_layers)
     if args.float_from:
-        from deploy.rknn.hybrid import sensitive_layers
+        from ppdet_ext_deploy.rknn.hybrid import sensitive_layers
 
         float_layers += [n for n in sensitive_layers(args.float_from, args.float_top)
                          if n not in float_layers]

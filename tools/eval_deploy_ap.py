@@ -9,10 +9,10 @@ import os
 import sys
 import time
 
-import deploy  # noqa: F401  (zlib first)
-from deploy.coco_eval import coco_ap, image_paths
-from deploy.formats import FORMATS
-from deploy.runner import Runner
+import ppdet_ext_deploy  # noqa: F401  (zlib first)
+from ppdet_ext_deploy.coco_eval import coco_ap, image_paths
+from ppdet_ext_deploy.formats import FORMATS
+from ppdet_ext_deploy.runner import Runner
 
 EXAMPLES = [
     "python tools/eval_deploy_ap.py output/onnx_rknn/picodet_s_416 --backend onnxruntime "

@@ -19,11 +19,11 @@ import json
 import os
 import sys
 
-import deploy  # noqa: F401  (zlib before paddle)
-from deploy.benchmark import IMAGE_EXTS
-from deploy.formats import FORMATS
-from deploy.planner import POLICIES
-from deploy.runner import Runner
+import ppdet_ext_deploy  # noqa: F401  (zlib before paddle)
+from ppdet_ext_deploy.benchmark import IMAGE_EXTS
+from ppdet_ext_deploy.formats import FORMATS
+from ppdet_ext_deploy.planner import POLICIES
+from ppdet_ext_deploy.runner import Runner
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -55,7 +55,7 @@ def cmd_ptq(args):
 
 
 def cmd_sensitivity(args):
-    from deploy.meta import load_meta
+    from ppdet_ext_deploy.meta import load_meta
     from ppdet_ext.slim.calib import calib_batches, calib_files
     from ppdet_ext.slim.sensitivity import analyze
 
@@ -80,11 +80,11 @@ def _parse_setting(text):
 
 
 def cmd_compare(args):
-    from deploy.coco_eval import image_paths
+    from ppdet_ext_deploy.coco_eval import image_paths
     from ppdet_ext.slim.calib import calib_batches, calib_files
     from ppdet_ext.slim.compare import compare, to_markdown
-    from deploy.meta import load_meta
-    from deploy.benchmark import environment
+    from ppdet_ext_deploy.meta import load_meta
+    from ppdet_ext_deploy.benchmark import environment
 
     settings = [_parse_setting(s) for s in args.setting]
     eval_images = image_paths(args.ann, args.images or os.path.join(

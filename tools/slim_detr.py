@@ -69,7 +69,7 @@ def main(argv=None):
         return
     import numpy as np
 
-    from deploy.meta import load_meta  # noqa: F401
+    from ppdet_ext_deploy.meta import load_meta  # noqa: F401
     from ppdet_ext.engine.config import load_config
     from ppdet_ext.slim.calib import calib_files
     from ppdet_ext.slim.detr_prune import evaluate_settings

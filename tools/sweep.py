@@ -21,11 +21,11 @@ import argparse
 import shlex
 import sys
 
-import deploy  # noqa: F401  (zlib before paddle)
-from deploy.benchmark import list_images, run_sweep
-from deploy.formats import FORMATS
-from deploy.planner import POLICIES
-from deploy.sweep_report import format_table, write_all
+import ppdet_ext_deploy  # noqa: F401  (zlib before paddle)
+from ppdet_ext_deploy.benchmark import list_images, run_sweep
+from ppdet_ext_deploy.formats import FORMATS
+from ppdet_ext_deploy.planner import POLICIES
+from ppdet_ext_deploy.sweep_report import format_table, write_all
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,8 +61,8 @@ def main(argv=None) -> int:
     if args.plan_only:
         import json
 
-        from deploy.benchmark import plan_sweep
-        from deploy.sweep_report import write_csv
+        from ppdet_ext_deploy.benchmark import plan_sweep
+        from ppdet_ext_deploy.sweep_report import write_csv
 
         result = plan_sweep(args.model, images, batch_sizes=args.batch_sizes, policies=args.policies,
                             num_buckets=args.num_buckets)
@@ -85,7 +85,7 @@ def main(argv=None) -> int:
         options[be] = opts
     eval_images = None
     if args.eval_ann and args.eval_images:
-        from deploy.coco_eval import image_paths
+        from ppdet_ext_deploy.coco_eval import image_paths
 
         eval_images = image_paths(args.eval_ann, args.eval_images)
 

@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterable, List, Tuple
 
 import numpy as np
 
-from deploy.meta import ExportMeta
+from ..meta import ExportMeta
 
 Shape4 = Tuple[int, int, int, int]
 

@@ -10,8 +10,8 @@ from typing import Any, Dict, List, Sequence, Union
 
 import numpy as np
 
-from deploy.backends.base import Backend
-from deploy.meta import ExportMeta
+from ..backends.base import Backend
+from ..meta import ExportMeta
 
 
 class OnnxRuntimeBackend(Backend):

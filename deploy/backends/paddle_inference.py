@@ -19,8 +19,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from deploy.backends.base import Backend, ShapeRange
-from deploy.meta import ExportMeta
+from ..backends.base import Backend, ShapeRange
+from ..meta import ExportMeta
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,8 @@ class PaddleInferenceBackend(Backend):
 
     def _calibrate(self) -> None:
         """Feed calibration images once (Paddle-TRT writes the INT8 table as it goes)."""
-        from deploy.imageio import decode_rgb
-        from deploy.preprocess import Preprocessor, round_up
+        from ..imageio import decode_rgb
+        from ..preprocess import Preprocessor, round_up
 
         pre = Preprocessor(self.meta.preprocess)
         files = sorted(glob.glob(os.path.join(self.calib_dir, "*")))[: self.calib_images]

@@ -11,11 +11,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from deploy.backends.base import Backend
-from deploy.rknn.calib import write_calibration_list
-from deploy.rknn.report import merge_reports
-from deploy.rknn.split import SplitPipeline, split_config
-from deploy.rknn.worker import QUANT_MODES, BuildConfig, RknnWorker
+from ..backends.base import Backend
+from ..rknn.calib import write_calibration_list
+from ..rknn.report import merge_reports
+from ..rknn.split import SplitPipeline, split_config
+from ..rknn.worker import QUANT_MODES, BuildConfig, RknnWorker
 
 
 class RknnSimBackend(Backend):

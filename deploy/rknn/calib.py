@@ -19,7 +19,7 @@ def write_calibration_list(meta, image_dir: str, out_dir: str, *, num: int = 100
     Returns:
         Path of ``dataset.txt`` (one ``.npy`` ``[1, 3, H, W]`` float32 path a line).
     """
-    from deploy.preprocess import Preprocessor, preprocess_path
+    from ..preprocess import Preprocessor, preprocess_path
 
     if meta.fixed_hw is None:
         raise ValueError("calibration needs a fixed input shape (export with --input_shape H W)")

@@ -221,11 +221,16 @@ class RknnWorker:
         sock_dir = tempfile.mkdtemp(prefix="rknn_")
         address = os.path.join(sock_dir, "worker.sock")
         self._listener = Listener(address, family="AF_UNIX", authkey=key)
+        # The rknn venv imports this package under its installed name through a link in the
+        # socket folder (adding our site-packages would shadow its own numpy/onnx pins).
+        pkg = __package__.split(".")[0]
+        os.symlink(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                   os.path.join(sock_dir, pkg))
         env = dict(os.environ, RKNN_WORKER_KEY=key.hex(),
-                   PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+                   PYTHONPATH=sock_dir + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self._log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [py, "-m", "deploy.rknn.worker", "serve", address] + ([] if runtime else ["--no-runtime"]),
+            [py, "-m", f"{pkg}.rknn.worker", "serve", address] + ([] if runtime else ["--no-runtime"]),
             # cwd: rknn writes files there (e.g. constant outputs as .npy); keep them by the log
             cwd=os.path.dirname(os.path.abspath(log_path)), env=env, stdout=self._log,
             stderr=subprocess.STDOUT)

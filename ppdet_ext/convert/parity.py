@@ -182,8 +182,8 @@ def compare_paddle_inference(export_dir, model, batches, *, threads=2, mkldnn=Fa
     """
     import paddle
 
-    from deploy.backends.base import ShapeRange
-    from deploy.formats import create_backend
+    from ppdet_ext_deploy.backends.base import ShapeRange
+    from ppdet_ext_deploy.formats import create_backend
     from ppdet_ext.export.adapter_picodet import picodet_raw_outputs
 
     # the deploy runner's own predictor (it deletes the broken pass as its last config step)

@@ -5,8 +5,8 @@
 file for everything else (missing, empty, truncated JPEG, undecodable, 1x1, too large).
 Training code may import deploy; deploy never imports training code.
 """
-from deploy.imageio import ImageError as ImageReadError  # noqa: F401
-from deploy.imageio import decode_rgb
+from ppdet_ext_deploy.imageio import ImageError as ImageReadError  # noqa: F401
+from ppdet_ext_deploy.imageio import decode_rgb
 
 
 def read_image(path):

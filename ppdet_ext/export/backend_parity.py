@@ -25,8 +25,8 @@ __all__ = ["parity_inputs", "run_parity"]
 def parity_inputs(meta, image_dir=None, num=2, seed=0):
     """``[num, 3, H, W]`` float32 inputs for ``meta``'s fixed shape: real images (sorted,
     first ``num``) through the deploy preprocessing, else seeded noise."""
-    from deploy.imageio import decode_rgb
-    from deploy.preprocess import Preprocessor
+    from ppdet_ext_deploy.imageio import decode_rgb
+    from ppdet_ext_deploy.preprocess import Preprocessor
 
     h, w = meta.fixed_hw
     x = np.zeros((num, 3, h, w), np.float32)
@@ -89,8 +89,8 @@ def run_parity(cfg, work_dir, *, weights=None, input_shape=(320, 320), image_dir
     Returns:
         dict with per-engine ``vs_dygraph`` diffs, ``rknn_vs_onnxruntime``, shapes, timings.
     """
-    from deploy.formats import FormatUnavailable, check_available, create_backend, get_format
-    from deploy.meta import load_meta
+    from ppdet_ext_deploy.formats import FormatUnavailable, check_available, create_backend, get_format
+    from ppdet_ext_deploy.meta import load_meta
 
     paddle.seed(0)
     model = build_model(cfg, weights)
@@ -111,7 +111,7 @@ def run_parity(cfg, work_dir, *, weights=None, input_shape=(320, 320), image_dir
         engines[name] = [np.concatenate(o, 0) for o in zip(*per_image)]
         b.close()
     if split:
-        from deploy.rknn.split import onnxruntime_split_pipeline
+        from ppdet_ext_deploy.rknn.split import onnxruntime_split_pipeline
         engines["onnxruntime-split"] = onnxruntime_split_pipeline(work_dir)(x)
     result = {"inputs": files or f"noise {list(x.shape)}", "input_shape": list(x.shape),
               "weights": weights or "random init (paddle.seed(0))",
@@ -136,8 +136,8 @@ def run_parity(cfg, work_dir, *, weights=None, input_shape=(320, 320), image_dir
         log(f"{name:>18} vs dygraph: scores {result['vs_dygraph'][name]['scores']:.3g}  "
             f"boxes {result['vs_dygraph'][name]['boxes']:.3g} px")
     if match_queries:  # DETR: also compare what a user gets, the post-processed detections
-        from deploy.compare import Tolerance, match_detections
-        from deploy.postprocess import postprocess_batch
+        from ppdet_ext_deploy.compare import Tolerance, match_detections
+        from ppdet_ext_deploy.postprocess import postprocess_batch
 
         tol = Tolerance(min_score=0.3, score_tol=0.05, iou_min=0.9, margin=0.02)
         n = len(x)

@@ -9,8 +9,8 @@ from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from deploy.meta import ExportMeta
-from deploy.preprocess import Preprocessor, preprocess_path
+from ppdet_ext_deploy.meta import ExportMeta
+from ppdet_ext_deploy.preprocess import Preprocessor, preprocess_path
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
-from deploy import Runner
+from ppdet_ext_deploy import Runner
 
 
 
@@ -43,7 +43,7 @@ def compare(settings: Sequence[Setting], *, eval_images: Sequence[str], ann_file
     """AP (once, on ``eval_images``) and images/s (median of ``rounds`` interleaved runs
     over ``time_images``) per setting; ``speedup`` is relative to the first setting within
     each round (median over rounds)."""
-    from deploy.coco_eval import coco_ap
+    from ppdet_ext_deploy.coco_eval import coco_ap
 
     runners = []
     for s in settings:

@@ -96,7 +96,7 @@ def quantize_onnx_export(model_dir: str, out_dir: str, calib_files: Sequence[str
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
-    from deploy.meta import load_meta
+    from ppdet_ext_deploy.meta import load_meta
 
     if method not in CALIB_METHODS:
         raise ValueError(f"method must be one of {CALIB_METHODS}")

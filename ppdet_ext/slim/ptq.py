@@ -166,7 +166,7 @@ def quantize_export(model_dir: str, out_dir: str, calib_files: Sequence[str],
     """
     import paddle
 
-    from deploy.meta import load_meta
+    from ppdet_ext_deploy.meta import load_meta
 
     from .calib import calib_batches
     from .static_graph import StaticModel

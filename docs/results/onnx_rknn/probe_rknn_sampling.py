@@ -22,7 +22,7 @@ from onnx import TensorProto as TP
 from onnx import helper as oh
 from onnx import numpy_helper as nh
 
-from deploy.rknn.report import parse_op_table, summarize_ops
+from ppdet_ext_deploy.rknn.report import parse_op_table, summarize_ops
 
 N, H, W, C, Q, P = 4, 80, 80, 32, 100, 4
 HERE = os.path.dirname(os.path.abspath(__file__))
