@@ -98,3 +98,49 @@ def test_bad_arguments():
         AspectRatioBatchSampler(SIZES, 2, ratio_bins=[2.0, 1.0], num_replicas=1, rank=0)
     with pytest.raises(ValueError):
         AspectRatioBatchSampler(SIZES, 2, num_replicas=2, rank=2)
+
+
+# -- an epoch's batches are a pure function of (seed, epoch, world size, rank) -----------
+def test_batches_are_pure_in_the_epoch():
+    a = AspectRatioBatchSampler(SIZES, 3, seed=5, num_replicas=1, rank=0)
+    b = AspectRatioBatchSampler(SIZES, 3, seed=5, num_replicas=1, rank=0)
+    first = [a.batches(e) for e in (2, 0, 1)]
+    a.set_epoch(7)                                   # iteration state does not leak in
+    list(a)
+    assert [a.batches(e) for e in (2, 0, 1)] == first
+    assert [b.batches(e) for e in (2, 0, 1)] == first      # nor does object history
+    assert all(len(a) == len(a.batches(e)) for e in range(5))
+    a.set_epoch(1)
+    assert list(a) == a.batches(1)
+
+
+def test_seed_and_epoch_are_mixed_not_added():
+    s0 = AspectRatioBatchSampler(SIZES, 3, seed=0, num_replicas=1, rank=0)
+    s1 = AspectRatioBatchSampler(SIZES, 3, seed=1, num_replicas=1, rank=0)
+    assert s0.batches(1) != s1.batches(0)
+    assert s0.batches(0) != s1.batches(0)
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_no_bins_is_one_shuffled_group(drop_last):
+    s = AspectRatioBatchSampler(SIZES, 4, ratio_bins=(), drop_last=drop_last,
+                                num_replicas=1, rank=0)
+    assert list(s.groups()) == [0]
+    batches = s.batches(0)
+    assert len(s) == len(batches) == (len(SIZES) // 4 if drop_last else -(-len(SIZES) // 4))
+    assert len({_group(i) for b in batches for i in b}) == 2   # groups mix: no grouping
+    flat = [i for b in batches for i in b]
+    assert len(flat) == len(set(flat))
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_rank_shares_every_epoch(world):
+    for epoch in range(4):
+        shards = [AspectRatioBatchSampler(SIZES, 2, seed=3, num_replicas=world,
+                                          rank=r).batches(epoch) for r in range(world)]
+        assert len({len(s) for s in shards}) == 1
+        glob = AspectRatioBatchSampler(SIZES, 2, seed=3, num_replicas=1, rank=0)
+        # the ranks' batches interleaved are the single-process batch list (topped up)
+        interleaved = [b for step in zip(*shards) for b in step]
+        full = glob.global_batches(epoch)
+        assert interleaved[:len(full)] == full[:len(interleaved)]

@@ -3,13 +3,18 @@
 Keep-ratio models pad every image of a batch to the batch's largest height and width:
 one portrait image among landscape ones nearly squares the batch. Grouping by aspect
 ratio (``h / w`` binned by ``ratio_bins``; ``[1.0]`` = portrait vs landscape) removes
-most of that padding.
+most of that padding. ``ratio_bins=()`` puts every image in one group: the plain
+shuffled, rank-sharded batch sampler the trainer uses when grouping is off.
+
+An epoch's batches are a pure function of ``(seed, epoch, num_replicas, rank)``:
+``batches(epoch)`` computes them from its arguments only, so nothing depends on when a
+loader thread or worker happens to call it (``ppdet_ext.data.epoch_loader``).
 
 Invariants (tests/test_aspect_sampler.py):
   * every batch holds indices of exactly one group, the last one included;
-  * ``len(sampler) == len(list(sampler))``, with and without ``drop_last``;
+  * ``len(sampler) == len(sampler.batches(e))``, with and without ``drop_last``;
   * single process: every index exactly once per epoch (or dropped with ``drop_last``);
-  * the order changes with the epoch (``set_epoch``) and is identical on every rank;
+  * the order changes with the epoch and is identical on every rank;
   * rank ``r`` of ``R`` gets batches ``r, r+R, ...``; with ``drop_last`` the batch list is
     cut to a multiple of ``R``, otherwise it is topped up by repeating its first batches,
     so every rank runs the same number of steps.
@@ -27,10 +32,11 @@ class AspectRatioBatchSampler:
         dataset: a ppdet ``DetDataset`` (its ``roidbs`` must hold ``h``/``w``, read lazily
             after the loader has parsed it) or a list of ``(h, w)`` tuples.
         batch_size: images per batch.
-        shuffle: shuffle within groups and the batch order, reseeded per epoch.
+        shuffle: shuffle within groups and the batch order, differently for every epoch.
         drop_last: drop each group's incomplete last batch.
-        ratio_bins: ascending thresholds on ``h / w`` separating groups.
-        seed: base seed; the epoch is added to it.
+        ratio_bins: ascending thresholds on ``h / w`` separating groups; empty: one group.
+        seed: base seed, mixed with the epoch (not added to it: seed 0 epoch 1 and seed 1
+            epoch 0 give different orders).
         num_replicas, rank: distributed world size and rank (default: from Paddle).
     """
 
@@ -51,13 +57,14 @@ class AspectRatioBatchSampler:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.ratio_bins = list(ratio_bins)
-        self.seed = seed
+        self.seed = int(seed)
         self.num_replicas = num_replicas
         self.rank = rank
         self.epoch = 0
         self._groups = None
 
     def set_epoch(self, epoch):
+        """Epoch used by ``iter(sampler)`` (for loaders that only call ``iter``)."""
         self.epoch = int(epoch)
 
     # -- grouping ---------------------------------------------------------------
@@ -70,6 +77,10 @@ class AspectRatioBatchSampler:
     def groups(self):
         """``{group_id: [indices]}``, computed once (sizes do not change)."""
         if self._groups is None:
+            if not self.ratio_bins:  # one group: sizes are not needed
+                n = len(getattr(self.dataset, "roidbs", None) or self.dataset)
+                self._groups = {0: list(range(n))}
+                return self._groups
             groups = {}
             for idx, (h, w) in enumerate(self._sizes()):
                 gid = bisect.bisect_right(self.ratio_bins, h / max(w, 1e-6))
@@ -87,9 +98,9 @@ class AspectRatioBatchSampler:
             return n // self.num_replicas
         return math.ceil(n / self.num_replicas)
 
-    def global_batches(self):
-        """All ranks' batches for the current epoch, in order (same on every rank)."""
-        rng = np.random.RandomState(self.seed + self.epoch)
+    def global_batches(self, epoch):
+        """All ranks' batches of ``epoch``, in order (the same on every rank)."""
+        rng = np.random.RandomState([self.seed % 2 ** 32, int(epoch) % 2 ** 32])
         batches = []
         for gid in sorted(self.groups()):
             idx = list(self.groups()[gid])
@@ -105,14 +116,15 @@ class AspectRatioBatchSampler:
             batches = [batches[i] for i in order]
         return batches
 
-    def __iter__(self):
-        batches = self.global_batches()
-        per_rank = len(self)
-        total = per_rank * self.num_replicas
+    def batches(self, epoch):
+        """This rank's batches of ``epoch``: ``len(self)`` lists of dataset indices."""
+        batches = self.global_batches(epoch)
+        total = len(self) * self.num_replicas
         if total <= len(batches):
             batches = batches[:total]
         else:  # top up so every rank runs the same number of steps
             batches = batches + [batches[i % len(batches)] for i in range(total - len(batches))]
-        yield from batches[self.rank::self.num_replicas]
-        if self.shuffle:
-            self.epoch += 1  # next epoch reshuffles even if nobody calls set_epoch
+        return batches[self.rank::self.num_replicas]
+
+    def __iter__(self):
+        return iter(self.batches(self.epoch))
