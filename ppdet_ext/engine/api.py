@@ -15,9 +15,12 @@ from ppdet.core.workspace import create
 from ppdet.data.reader import BatchCompose, Compose
 from ppdet.utils.logger import setup_logger
 
+from ppdet_ext.data.epoch_loader import seed_everything
 from ppdet_ext.data.image_io import ImageReadError, read_image
 
+from . import checkpoint
 from .config import dump_config
+from .interrupt import StopRequest
 from .trainer import DetTrainer
 
 logger = setup_logger("ppdet_ext")
@@ -41,52 +44,69 @@ def setup_device(cfg):
     paddle.set_device("gpu" if cfg["use_gpu"] else "cpu")
 
 
-def find_resume_checkpoint(save_dir):
-    """Newest complete checkpoint (``N.pdparams`` + ``N.pdopt``) in ``save_dir``."""
-    best, best_epoch = None, -1
-    for params in glob.glob(os.path.join(save_dir, "*.pdparams")):
-        base = params[: -len(".pdparams")]
-        name = os.path.basename(base)
-        if not os.path.exists(base + ".pdopt"):
-            continue
-        epoch = int(name) if name.isdigit() else (10 ** 9 if name == "model_final" else -1)
-        if epoch > best_epoch:
-            best, best_epoch = base, epoch
-    return best
+def _run_seed(explicit, cfg, position):
+    """The run's seed: a resumed run keeps its checkpoint's; else ``--seed``, the config's
+    ``seed``, else 0. Fixed by default: the same command trains the same weights, and
+    every rank of a distributed run must agree on it."""
+    if position is not None and position.seed is not None:
+        if explicit is not None and int(explicit) != position.seed:
+            logger.warning(f"--seed {explicit} ignored: the run being resumed has seed "
+                           f"{position.seed}")
+        return position.seed
+    for seed in (explicit, cfg.get("seed")):
+        if seed is not None:
+            return int(seed)
+    return 0
 
 
 def train(cfg, user_cfg, *, validate=False, resume=None, amp=False, use_vdl=False, seed=None):
     """Train with ppdet's Trainer (+ our callbacks). Returns the trainer.
 
+    Deterministic: batch order, augmentation and per-step randomness follow from the
+    seed, so a run resumed from any checkpoint ends with the weights the uninterrupted
+    run reaches (docs/training.md). Ctrl-C / SIGTERM write a checkpoint and raise
+    ``TrainingInterrupted``; a checkpoint that cannot be written raises ``CheckpointError``.
+
     Args:
-        resume: checkpoint path, or ``"auto"`` for the newest one in the run dir.
+        resume: checkpoint path (without suffix), or ``"auto"`` for the newest complete
+            one in the run dir (starts afresh if there is none).
+        seed: run seed; default the config's ``seed``, else 0 (a resumed run always
+            keeps the seed stored in its checkpoint). Written to the run's ``config.yml``.
     """
     setup_device(cfg)
     if dist.get_world_size() > 1:
         dist.init_parallel_env()
-    if seed is not None:
-        paddle.seed(seed)
-        np.random.seed(seed)
     cfg["amp"] = bool(amp or cfg.get("amp", False))
     cfg["use_vdl"] = bool(use_vdl or cfg.get("use_vdl", False))
     out = run_dir(cfg)
     cfg.setdefault("output_eval", os.path.join(out, "eval"))
+    if dist.get_rank() == 0 and os.path.isdir(out):
+        checkpoint.remove_stale_temp_files(out)
+    if resume == "auto":
+        resume = checkpoint.find_resume_checkpoint(out)
+        if resume is None:
+            logger.info(f"--resume auto: no checkpoint in {out}, starting fresh")
+    if resume:
+        resume = checkpoint.base_path(resume)
+    position = checkpoint.read_position(resume) if resume else None
+    seed = _run_seed(seed, cfg, position)
+    logger.info(f"seed {seed}")
     if dist.get_rank() == 0:
-        dump_config(user_cfg, os.path.join(out, "config.yml"))
+        dump_config({**user_cfg, "seed": seed}, os.path.join(out, "config.yml"))
+    seed_everything(seed)  # model initialisation
     # fresh parameter and optimizer-state names (conv2d_0.w_0_velocity_0, ...) even if a
     # model was built earlier in this process: resume matches optimizer state by name
     with paddle.utils.unique_name.guard():
-        trainer = DetTrainer(cfg, mode="train")
-        if resume == "auto":
-            resume = find_resume_checkpoint(out)
-            if resume is None:
-                logger.info(f"--resume auto: no checkpoint in {out}, starting fresh")
+        trainer = DetTrainer(cfg, mode="train", seed=seed)
         if resume:
-            trainer.resume_weights(resume)
-            logger.info(f"resumed from {resume} at epoch {trainer.start_epoch}")
+            position = trainer.resume(resume)
+            logger.info(f"resumed from {resume} at epoch {position.epoch} "
+                        f"step {position.step}")
         elif cfg.get("pretrain_weights"):
             trainer.load_weights(cfg["pretrain_weights"])
-        trainer.train(validate)
+        with StopRequest() as stop:
+            trainer.stop_request = stop
+            trainer.train(validate)
     return trainer
 
 

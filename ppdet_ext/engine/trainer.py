@@ -1,14 +1,23 @@
 """``DetTrainer``: ppdet's own Trainer plus our training-time features, added as
-callbacks and a batch-sampler injection rather than edits to ppdet's loop.
+callbacks and a loader injection rather than edits to ppdet's loop.
+
+* The training loader is our ``EpochLoader`` over an ``AspectRatioBatchSampler``: each
+  epoch's batches and augmentation are a pure function of (seed, epoch, world size,
+  rank), built when the epoch starts (docs/training.md).
+* ``resume(checkpoint)`` restores model, optimizer, LR schedule, EMA and the position,
+  mid-epoch included; training then continues exactly where the checkpoint was written.
 
 Config knobs it reads (all under ``TrainReader``):
-  * ``aspect_grouping: {ratio_bins: [1.0], seed: 0}`` — batches never mix aspect-ratio
+  * ``aspect_grouping: {ratio_bins: [1.0], seed: S}`` — batches never mix aspect-ratio
     groups (``ppdet_ext.data.aspect_sampler``); ``len(loader)`` (and so the LR schedule)
-    counts the grouped batches exactly.
+    counts the grouped batches exactly. Without it, one group (plain shuffled batches).
+    ``seed`` defaults to the run's seed.
   * ``stop_strong_aug_epoch: N`` + ``strong_aug_ops: [RandomDistort, ...]`` — from epoch N
     on, those sample transforms are skipped (RT-DETRv2's "no strong aug at the end").
 """
 import contextlib
+
+import paddle.distributed as dist
 
 from ppdet.core import workspace
 from ppdet.core.workspace import create
@@ -17,33 +26,35 @@ from ppdet.engine.callbacks import Callback, Checkpointer, VisualDLWriter
 from ppdet.utils.logger import setup_logger
 
 from ppdet_ext.data.aspect_sampler import AspectRatioBatchSampler
+from ppdet_ext.data.epoch_loader import EpochLoader
 
-from .callbacks import AtomicCheckpointer, ProgressBar, SamplerEpoch, StepLogger
+from .callbacks import AtomicCheckpointer, EpochDriver, ProgressBar, StepLogger
+from .checkpoint import Position, load_checkpoint
 
 logger = setup_logger("ppdet_ext.trainer")
 
 
-class _SamplerInjectingReader:
-    """Stands in for ``TrainReader`` while ppdet's Trainer builds its loader, passing our
-    batch sampler to ppdet's reader (the Trainer itself never passes one)."""
+class _EpochLoaderFactory:
+    """Stands in for ``TrainReader`` while ppdet's Trainer builds its loader: returns an
+    ``EpochLoader`` (ppdet's reader would start prefetching epoch 0 right away)."""
 
-    def __init__(self, reader, grouping, on_sampler):
+    def __init__(self, reader, grouping, seed):
         self.reader = reader
-        self.grouping = dict(grouping or {})
-        self.on_sampler = on_sampler
+        self.grouping = dict(grouping or {"ratio_bins": ()})
+        self.grouping.setdefault("seed", seed)
+        self.seed = seed
 
     def __call__(self, dataset, worker_num, batch_sampler=None, return_list=False):
-        if batch_sampler is None:
-            batch_sampler = AspectRatioBatchSampler(
-                dataset, self.reader.batch_size, shuffle=self.reader.shuffle,
-                drop_last=self.reader.drop_last, **self.grouping)
-            self.on_sampler(batch_sampler)
-        return self.reader(dataset, worker_num, batch_sampler=batch_sampler,
-                           return_list=return_list)
+        # the sampler reads image sizes on first use, after EpochLoader parsed the dataset
+        batch_sampler = batch_sampler or AspectRatioBatchSampler(
+            dataset, self.reader.batch_size, shuffle=self.reader.shuffle,
+            drop_last=self.reader.drop_last, **self.grouping)
+        return EpochLoader(self.reader, dataset, worker_num, batch_sampler, seed=self.seed)
 
 
 class StrongAugSwitch(Callback):
-    """Drop the named sample transforms from epoch ``stop_epoch`` on."""
+    """Drop the named sample transforms from epoch ``stop_epoch`` on (the loader builds
+    each epoch's batches, and forks its workers, after ``on_epoch_begin``)."""
 
     def __init__(self, trainer, stop_epoch, op_names):
         super().__init__(trainer)
@@ -54,49 +65,73 @@ class StrongAugSwitch(Callback):
     def on_epoch_begin(self, status):
         if self.done or status["mode"] != "train" or status["epoch_id"] < self.stop_epoch:
             return
-        loader = self.model.loader
-        compose = loader.dataset.transform
+        compose = self.model.loader.dataset.transform
         before = len(compose.transforms_cls)
         compose.transforms_cls = [t for t in compose.transforms_cls
                                   if type(t).__name__ not in self.op_names]
-        # worker processes of the current epoch were forked with the old transforms
-        loader.loader = iter(loader.dataloader)
         self.done = True
         logger.info(f"epoch {status['epoch_id']}: strong augmentation off "
                     f"({before - len(compose.transforms_cls)} transforms removed)")
 
 
 class DetTrainer(Trainer):
-    """ppdet ``Trainer`` with grouped batches, atomic checkpoints and global-step logs."""
+    """ppdet ``Trainer`` with epoch-pure batches, exact resume, atomic checkpoints,
+    global-step logs and a graceful stop on Ctrl-C / SIGTERM.
 
-    def __init__(self, cfg, mode="train"):
-        self.batch_sampler = None
+    Args:
+        cfg: the loaded config.
+        mode: ``train``, ``eval`` or ``test``.
+        seed: the run's seed (sampler order, augmentation, per-step RNG); default
+            ``cfg.seed`` or 0.
+    """
+
+    def __init__(self, cfg, mode="train", *, seed=None):
+        self.seed = int(seed if seed is not None else (cfg.get("seed") or 0))
         self.last_metric_results = {}
-        # kept aside: while the sampler is injected, cfg["TrainReader"] is the injector
+        self.start_position = Position(epoch=0)
+        self.resumed_from = None
+        self.stop_request = None  # an interrupt.StopRequest while training
+        # kept aside: while the loader is injected, cfg["TrainReader"] is the factory
         self._train_reader_cfg = cfg.get("TrainReader") or {}
-        grouping = None
+        ctx = contextlib.nullcontext()
         if mode == "train":
-            grouping = self._train_reader_cfg.get("aspect_grouping")
-        ctx = self._inject_sampler(grouping) if grouping else contextlib.nullcontext()
+            ctx = self._inject_loader(self._train_reader_cfg.get("aspect_grouping"))
         with ctx:
             super().__init__(cfg, mode)
 
+    @property
+    def batch_sampler(self):
+        return self.loader.batch_sampler if isinstance(self.loader, EpochLoader) else None
+
     @contextlib.contextmanager
-    def _inject_sampler(self, grouping):
+    def _inject_loader(self, grouping):
         gcfg = workspace.global_config
         schema = gcfg["TrainReader"]
         reader = create("TrainReader")
-
-        def keep(sampler):
-            self.batch_sampler = sampler
-
-        dict.__setitem__(gcfg, "TrainReader", _SamplerInjectingReader(reader, grouping, keep))
+        factory = _EpochLoaderFactory(reader, grouping, self.seed)
+        dict.__setitem__(gcfg, "TrainReader", factory)
         try:
             yield
         finally:
             dict.__setitem__(gcfg, "TrainReader", schema)
             if hasattr(self, "cfg"):
                 self.cfg["TrainReader"] = schema
+
+    def resume(self, checkpoint):
+        """Continue from ``checkpoint`` (path without suffix); returns its ``Position``."""
+        position = load_checkpoint(self, checkpoint)
+        steps = len(self.loader)
+        world = dist.get_world_size()
+        if position.world_size not in (None, world) or \
+                position.steps_per_epoch not in (None, steps):
+            logger.warning(
+                f"{checkpoint} was written by {position.world_size} rank(s) with "
+                f"{position.steps_per_epoch} steps per epoch, this run has {world} with "
+                f"{steps}: batch order and LR schedule differ from the original run")
+            position.step = min(position.step, steps)
+        self.start_position = position
+        self.resumed_from = checkpoint
+        return position
 
     def _reset_metrics(self):
         """ppdet resets its metrics right after an evaluation logs them, so the results
@@ -114,18 +149,14 @@ class DetTrainer(Trainer):
             return
         callbacks = [cb for cb in self._callbacks
                      if not isinstance(cb, (Checkpointer, VisualDLWriter))]
-        callbacks.append(AtomicCheckpointer(self))
+        callbacks.insert(0, EpochDriver(self, seed=self.seed))
         callbacks.append(StepLogger(self, use_vdl=bool(self.cfg.get("use_vdl", False))))
         callbacks.append(ProgressBar(self))
-        # any epoch-aware sampler (ours, or paddle's DistributedBatchSampler, whose own
-        # counter restarts at 0 on resume) is told the epoch, so a resumed run sees the
-        # same batch order as an uninterrupted one
-        sampler = self.batch_sampler or getattr(self.loader, "_batch_sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            callbacks.append(SamplerEpoch(self, sampler))
         reader_cfg = self._train_reader_cfg
         stop = reader_cfg.get("stop_strong_aug_epoch")
         if stop is not None:
             callbacks.append(StrongAugSwitch(self, stop, reader_cfg.get("strong_aug_ops", [])))
+        # last: a stop request is acted on after every other callback saw the step
+        callbacks.append(AtomicCheckpointer(self, seed=self.seed))
         self._callbacks = []
         self.register_callbacks(callbacks)
