@@ -10,8 +10,8 @@ Stated tolerances:
 * gather-free discrete sampling (one-hot MatMuls, the form every graph of a split export uses)
   vs the Gather form: equal to 1e-6, including locations on and one ulp below pixel borders.
 * default (bilinear) sampling: ORT vs dygraph scores <= 1e-5, boxes <= 1e-3 px.
-* discrete sampling is a floor() of the sampling location: an engine whose float rounding
-  differs by one ulp can read the neighbouring pixel, so ORT/Paddle Inference vs dygraph is only
+* discrete sampling rounds the sampling location (floor(u * size + 0.5)): an engine whose
+  float rounding differs by one ulp can read the neighbouring pixel, so ORT/Paddle Inference vs dygraph is only
   checked loosely (scores <= 0.05); the split itself is exact.
 """
 import os
@@ -33,7 +33,7 @@ from ppdet_ext.export.onnx_export import export_onnx
 from ppdet_ext.export.rknn_split import FORBIDDEN_NPU_OPS, check_npu_graph, export_rtdetr_split
 from ppdet_ext.modeling.rtdetr.box_ops import inverse_sigmoid
 from ppdet_ext.modeling.rtdetr.deformable_attention import ExtMSDeformableAttention
-from ppdet_ext.modeling.rtdetr.sampling import onehot_floor
+from ppdet_ext.modeling.rtdetr.sampling import onehot_index
 from rtdetr_helpers import load_tiny_config
 
 pytest.importorskip("onnxruntime")
@@ -165,12 +165,14 @@ SHAPES = [(5, 7), (3, 4), (2, 6)]   # rectangular, both orientations
 POINTS = [3, 2, 4]
 
 
-def test_onehot_floor_is_floor_at_and_below_borders():
+def test_onehot_index_is_rounding_at_and_below_borders():
     size = 7
-    v = np.array([3.0, np.nextafter(np.float32(3.0), np.float32(0.0)), 2.5, 0.0, 6.99, 7.0,
-                  -0.7, 9.0, np.nextafter(np.float32(1.0), np.float32(0.0))], "float32")
-    got = onehot_floor(paddle.to_tensor((v / size).reshape(-1, 1)), size).numpy()
-    want = np.clip(np.floor((v / size) * np.float32(size)), 0, size - 1).astype(int)
+    # u * size on a rounding border (k - 0.5), one ulp below one, and elsewhere
+    v = np.array([2.5, np.nextafter(np.float32(2.5), np.float32(0.0)), 3.0, 0.0, 6.49, 6.5,
+                  -0.7, 9.0, np.nextafter(np.float32(0.5), np.float32(0.0)), 0.5], "float32")
+    coord = v / size
+    got = onehot_index(paddle.to_tensor(coord.reshape(-1, 1)), size).numpy()
+    want = np.clip(np.floor(coord * np.float32(size) + np.float32(0.5)), 0, size - 1).astype(int)
     np.testing.assert_array_equal(got, np.eye(size, dtype="float32")[want])
 
 
@@ -184,7 +186,7 @@ def test_gather_free_sampling_equals_gather(lq):
     loc = rng.uniform(-0.3, 1.3, (b, lq, heads, sum(POINTS), 2)).astype("float32")
     size = np.array([[w, h] for (h, w), p in zip(SHAPES, POINTS) for _ in range(p)], "float32")
     k = rng.randint(0, 8, loc.shape).astype("float32")
-    border = k / size                                      # on a border (or one ulp off it)
+    border = (k - 0.5) / size                              # on a border (or one ulp off it)
     below = np.nextafter(border, np.float32(-1.0))
     pick = rng.randint(0, 3, loc.shape)
     loc = np.where(pick == 0, border, np.where(pick == 1, below, loc)).astype("float32")

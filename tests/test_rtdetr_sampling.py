@@ -11,42 +11,62 @@ SHAPES = [(5, 7), (3, 4), (2, 6)]   # rectangular, both orientations
 POINTS = [3, 2, 4]                  # per-level sampling points
 
 
-def _pixel_centre_locations(rng, b, lq, heads):
+def _pixel_corner_locations(rng, b, lq, heads):
+    """Locations ``k / size`` on pixel corners (integers in pixel units)."""
     locs = []
     for (h, w), p in zip(SHAPES, POINTS):
         ix = rng.randint(0, w, size=(b, lq, heads, p))
         iy = rng.randint(0, h, size=(b, lq, heads, p))
-        locs.append(np.stack([(ix + 0.5) / w, (iy + 0.5) / h], -1))
-    return paddle.to_tensor(np.concatenate(locs, 3).astype('float32'))
+        locs.append(np.stack([ix / w, iy / h], -1))
+    return np.concatenate(locs, 3).astype('float32')
 
 
-def test_default_and_discrete_agree_on_pixel_centres():
+def _half_pixel(b, lq, heads):
+    """``(0.5 / w, 0.5 / h)`` per level, broadcast to ``[b, lq, heads, sum(P), 2]``."""
+    half = np.concatenate([np.tile([[0.5 / w, 0.5 / h]], (p, 1))
+                           for (h, w), p in zip(SHAPES, POINTS)]).astype('float32')
+    return np.broadcast_to(half, (b, lq, heads, sum(POINTS), 2))
+
+
+def test_discrete_at_corners_reads_bilinear_at_centres():
+    """The reference rounding ``floor(u * size + 0.5)``: discrete sampling at ``k / size``
+    reads pixel ``k``, which bilinear sampling reads alone at its centre ``(k + 0.5) / size``."""
     rng = np.random.RandomState(0)
     b, lq, heads, dim = 2, 5, 2, 16
     attn = {m: ExtMSDeformableAttention(dim, heads, len(SHAPES), POINTS, method=m)
             for m in ('default', 'discrete')}
     length = sum(h * w for h, w in SHAPES)
     value = paddle.to_tensor(rng.randn(b, length, heads, dim // heads).astype('float32'))
-    loc = _pixel_centre_locations(rng, b, lq, heads)
+    corner = _pixel_corner_locations(rng, b, lq, heads)
+    half = _half_pixel(b, lq, heads)
     weights = paddle.nn.functional.softmax(
         paddle.to_tensor(rng.randn(b, lq, heads, sum(POINTS)).astype('float32')), -1)
-    out = {m: a.attend(value, SHAPES, loc, weights).numpy() for m, a in attn.items()}
-    np.testing.assert_allclose(out['discrete'], out['default'], rtol=1e-5, atol=1e-5)
-    # off the centres they differ (bilinear mixes neighbours), so the check above can fail
-    shifted = loc + 0.3 / 7
-    a = attn['default'].attend(value, SHAPES, shifted, weights).numpy()
-    d = attn['discrete'].attend(value, SHAPES, shifted, weights).numpy()
-    assert np.abs(a - d).max() > 1e-3
+    discrete = attn['discrete'].attend(value, SHAPES, paddle.to_tensor(corner), weights).numpy()
+    centre = attn['default'].attend(value, SHAPES, paddle.to_tensor(corner + half),
+                                    weights).numpy()
+    np.testing.assert_allclose(discrete, centre, rtol=1e-5, atol=1e-5)
+    # just below half a pixel past the corner the index stays k; at or past it, k + 1
+    below = attn['discrete'].attend(value, SHAPES, paddle.to_tensor(corner + 0.99 * half),
+                                    weights).numpy()
+    np.testing.assert_array_equal(below, discrete)
+    past = attn['discrete'].attend(value, SHAPES, paddle.to_tensor(corner + 1.01 * half),
+                                   weights).numpy()
+    assert np.abs(past - discrete).max() > 1e-3
+    # bilinear off the centres mixes neighbours, so the first check can fail
+    off = attn['default'].attend(value, SHAPES, paddle.to_tensor(corner), weights).numpy()
+    assert np.abs(off - discrete).max() > 1e-3
 
 
-def test_discrete_clips_x_against_width_and_y_against_height():
+def test_discrete_rounds_half_up_and_clips_x_against_width_and_y_against_height():
     h, w = 2, 6
     value = paddle.arange(h * w, dtype='float32').reshape([1, 1, h * w])   # value = y*w + x
-    loc = paddle.to_tensor([[[[0.99, 0.25], [1.7, 0.25], [-0.4, 0.9], [0.5, 1.8]]]],
-                           dtype='float32')                                 # [1, 1, 4, 2]
+    loc = paddle.to_tensor([[[[0.99, 0.2], [1.7, 0.2], [-0.4, 0.9], [0.5, 1.8],
+                              [0.25, 0.24], [0.08, 0.0]]]], dtype='float32')  # [1, 1, 6, 2]
     got = sample_discrete(value, h, w, loc).numpy().reshape([-1])
-    # x=0.99*6 -> 5, x=1.7 -> clipped to 5 (not to h-1=1), x<0 -> 0, y=1.8 -> clipped to 1
-    assert got.tolist() == [5.0, 5.0, 6.0, 9.0]
+    # in pixels: x = 5.94 -> 6, clipped to 5 (w-1, not h-1 = 1), y = 0.4 -> 0; x = 10.2 -> 5;
+    # x < 0 -> 0, y = 1.8 -> 2 clipped to 1; x = 3, y = 3.6 -> 1; x = 1.5 -> 2 (half up),
+    # y = 0.48 -> 0; x = 0.48 -> 0, y = 0
+    assert got.tolist() == [5.0, 5.0, 6.0, 9.0, 2.0, 0.0]
 
 
 def test_discrete_freezes_offsets_and_trains_the_rest():

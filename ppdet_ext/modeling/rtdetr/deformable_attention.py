@@ -3,21 +3,23 @@
 Two sampling methods read the value maps at the predicted locations:
 
 * ``default``: bilinear ``grid_sample`` (zeros outside the map, ``align_corners=False``).
-* ``discrete``: each location is snapped to the pixel whose centre is nearest
-  (``floor(loc * size)``), x clipped to ``[0, W-1]`` and y to ``[0, H-1]`` separately, and
-  read with a 1-D ``gather`` over a flattened ``B*heads*H*W`` axis (no GridSample/GatherND).
+* ``discrete``: each location reads one pixel, ``floor(loc * size + 0.5)`` (the reference
+  implementations' rounding, see :mod:`.sampling`), x clipped to ``[0, W-1]`` and y to
+  ``[0, H-1]`` separately, with a 1-D ``gather`` over a flattened ``B*heads*H*W`` axis (no
+  GridSample/GatherND).
   Rounding has no gradient, so the offset branch is frozen when this method is used.
 
 ``discrete`` has a second, deploy-only form for NPUs that run no data-dependent ``Gather``
 (:meth:`ExtMSDeformableAttention.set_gather_free`): rknn-toolkit2 2.5.0 puts every ``Gather``
 with run-time indices on the CPU (int32 or int64 indices, even with ``op_target='npu'``), and
 the ``Floor``/float->int ``Cast`` of the index arithmetic with it. The gather-free form builds
-the same nearest-pixel read as one-hot rows from ``Clip``/``Sub``/``Mul`` and two ``MatMul``
-(:func:`.sampling.onehot_floor`, :func:`.sampling.attend_gather_free`), all of which run on the NPU in fp16;
-measurements in docs/onnx_rknn.md.
+the same one-pixel read as one-hot rows from ``Clip``/``Sub``/``Mul`` and two ``MatMul``
+(:func:`.sampling.onehot_index`, :func:`.sampling.attend_gather_free`), all of which run on the
+NPU in fp16; measurements in docs/onnx_rknn.md.
 
-At exact pixel centres both methods read the same values (``tests/test_rtdetr_sampling.py``);
-the gather-free form equals the gather form (``tests/test_onnx_rtdetr_split.py``).
+Discrete sampling at ``k / size`` reads what bilinear sampling reads at the pixel centre
+``(k + 0.5) / size`` (``tests/test_rtdetr_sampling.py``); the gather-free form equals the
+gather form (``tests/test_onnx_rtdetr_split.py``).
 """
 import math
 
