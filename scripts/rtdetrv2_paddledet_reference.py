@@ -13,7 +13,8 @@ process that has not imported ppdet 2.6 (this script imports nothing from ppdet_
 The model is the ``tiny`` one of ``scripts/rtdetrv2_reference.py`` in PaddleDetection's
 terms, composed as its ``DETR`` names it (``backbone``, ``neck``, ``transformer``), eval
 size = input size. Weights: PaddleDetection's initialisation, then Gaussian noise (std
-``--noise``) on every floating tensor, BatchNorm variances from ``U[0.5, 1.5)``; the
+``--noise``) on every floating tensor, BatchNorm variances from ``U[0.5, 1.5)``, class-head
+biases raised by ``--class-bias``; the
 backbone comes from ``tests/rtdetrv2_synthetic.py`` (seeded by name) and is left out of
 the file (names and shapes in ``backbone_shapes.json``).
 
@@ -26,6 +27,7 @@ cxcywh normalized, eval mode, float32 CPU).
 import argparse
 import json
 import os
+import re
 import sys
 import types
 import zlib  # noqa: F401  (before paddle: libpaddle exports zlib symbols)
@@ -79,11 +81,13 @@ class PaddleDetDETR(paddle.nn.Layer):
         return out_logits[-1], out_bboxes[-1]
 
 
-def randomize(model, seed, noise):
+def randomize(model, seed, noise, class_bias=0.0):
     rng = np.random.RandomState(seed)
     for name, t in model.state_dict().items():
         shape = tuple(t.shape)
-        if name.startswith('backbone.'):
+        if re.search(r'(enc|dec)_score_head(\.\d+)?\.bias$', name):
+            value = t.numpy() + (noise * rng.standard_normal(shape)).astype('float32') + class_bias
+        elif name.startswith('backbone.'):
             value = synthetic_tensor(name, shape, 'paddle')
         elif 'float' not in str(t.dtype) or name.endswith('num_points_scale'):
             continue
@@ -102,6 +106,8 @@ def main():
     p.add_argument('--out', required=True)
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--noise', type=float, default=0.1)
+    p.add_argument('--class-bias', type=float, default=0.0,
+                   help='added to the class-head biases (random models score ~0.01 otherwise)')
     args = p.parse_args()
 
     classes = import_paddledet(args.pd_root)
@@ -111,7 +117,7 @@ def main():
     paddle.seed(args.seed)
     model = PaddleDetDETR(classes, 'default', hw)
     model.eval()
-    randomize(model, args.seed, args.noise)
+    randomize(model, args.seed, args.noise, args.class_bias)
     state = {k: v.numpy() for k, v in model.state_dict().items()}
     os.makedirs(args.out, exist_ok=True)
     keep = {k: v for k, v in state.items() if not k.startswith('backbone.')}

@@ -14,13 +14,15 @@ used by training code in ``box_ops``) is stubbed when torchvision is not install
 Writes ``OUT/checkpoint.pth`` (``{'ema': {'module': state_dict, 'updates': 0},
 'last_epoch': 0}``; ``--fused`` adds ``OUT/fused_convs.pth``, the tensors the reference's
 ``convert_to_deploy()`` adds: one fused conv per RepVGG block) and ``OUT/outputs.npz`` with ``pred_logits``
-``[1, Q, 80]`` and ``pred_boxes`` ``[1, Q, 4]`` (cxcywh normalized) for each sampling method
-(``default_*``, ``discrete_*``), eval mode, float32 on the CPU.
+``[1, Q, 80]``, ``pred_boxes`` ``[1, Q, 4]`` (cxcywh normalized) and ``tokens`` ``[1, Q]``
+(the encoder token each query was selected from) for each sampling method (``default_*``,
+``discrete_*``), eval mode, float32 on the CPU.
 
 Weights: the reference's own initialisation, then every floating tensor gets Gaussian
 noise (std ``--noise``, default 0.02; BatchNorm running variances are drawn from
 ``[0.5, 1.5]``), so that no head is at its zero init and the outputs exercise every
-parameter. ``--backbone-rule`` instead fills the backbone from
+parameter; ``--class-bias`` raises the class-head biases (their init gives every score
+about 0.01) so that detections pass score thresholds. ``--backbone-rule`` instead fills the backbone from
 ``tests/rtdetrv2_synthetic.py`` (seeded by each tensor's name, so a test can rebuild it
 without storing it), leaves it out of the checkpoint and lists its names and shapes in
 ``OUT/backbone_shapes.json``.
@@ -28,6 +30,7 @@ without storing it), leaves it out of the checkpoint and lists its names and sha
 import argparse
 import json
 import os
+import re
 import sys
 import types
 
@@ -111,15 +114,24 @@ class Reference(torch.nn.Module):
                                eval_spatial_size=list(eval_hw), cross_attn_method=method)
 
     def forward(self, x):
+        """-> final logits, boxes, and the encoder token behind each query (the top-k of
+        the encoder's class scores, the same ``torch.topk`` call the decoder makes)."""
+        seen = []
+        hook = self.decoder.enc_score_head.register_forward_hook(
+            lambda mod, inp, out: seen.append(out))
         out = self.decoder(self.encoder(self.backbone(x)))
-        return out['pred_logits'], out['pred_boxes']
+        hook.remove()
+        tokens = torch.topk(seen[0].max(-1).values, self.decoder.num_queries, dim=-1)[1]
+        return out['pred_logits'], out['pred_boxes'], tokens
 
 
-def randomize(model, seed, noise, backbone_rule):
+def randomize(model, seed, noise, backbone_rule, class_bias=0.0):
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in model.state_dict(keep_vars=True).items():
-            if backbone_rule and name.startswith('backbone.'):
+            if re.search(r'(enc|dec)_score_head(\.\d+)?\.bias$', name):
+                t.add_(torch.randn(t.shape, generator=gen) * noise + class_bias)
+            elif backbone_rule and name.startswith('backbone.'):
                 t.copy_(torch.from_numpy(synthetic_tensor(name, tuple(t.shape), 'torch')))
             elif not t.is_floating_point() or name.endswith(('anchors', 'valid_mask',
                                                              'num_points_scale')):
@@ -139,6 +151,8 @@ def main():
     p.add_argument('--out', required=True, help='output folder')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--noise', type=float, default=0.02)
+    p.add_argument('--class-bias', type=float, default=0.0,
+                   help='added to the class-head biases (random models score ~0.01 otherwise)')
     p.add_argument('--backbone-rule', action='store_true')
     p.add_argument('--fused', action='store_true')
     args = p.parse_args()
@@ -149,7 +163,7 @@ def main():
     hw = image.shape[:2]
     x = torch.from_numpy(image.astype('float32').transpose(2, 0, 1)[None] / 255.0)
     model = Reference(classes, args.size, 'default', hw).eval()
-    randomize(model, args.seed, args.noise, args.backbone_rule)
+    randomize(model, args.seed, args.noise, args.backbone_rule, args.class_bias)
     state = model.state_dict()
     os.makedirs(args.out, exist_ok=True)
     keep = {k: v for k, v in state.items()
@@ -165,14 +179,15 @@ def main():
         m = Reference(classes, args.size, method, hw).eval()
         m.load_state_dict(state)
         with torch.no_grad():
-            logits, boxes = m(x)
+            logits, boxes, tokens = m(x)
         outputs[f'{method}_logits'], outputs[f'{method}_boxes'] = logits.numpy(), boxes.numpy()
+        outputs[f'{method}_tokens'] = tokens.numpy()
         if args.fused and method == 'default':
             for layer in m.modules():   # RepVggBlock.convert_to_deploy adds .conv
                 if hasattr(layer, 'convert_to_deploy'):
                     layer.convert_to_deploy()
             with torch.no_grad():
-                logits_f, _ = m(x)
+                logits_f = m(x)[0]
             outputs['fused_default_logits'] = logits_f.numpy()
             fused = {k: v for k, v in m.state_dict().items() if k not in state}
             torch.save(fused, os.path.join(args.out, 'fused_convs.pth'))

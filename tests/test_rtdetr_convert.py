@@ -7,7 +7,6 @@ PaddleDetection develop (Paddle 2.6.2) on one 192x192 COCO image, with their che
 final logits and boxes must agree to 1e-4 (measured: <= 2.4e-6) with the same top-30
 (query, class) set, for both sampling methods, unfused and RepVGG-fused checkpoints.
 """
-import json
 import os
 
 import numpy as np
@@ -15,37 +14,11 @@ import paddle
 import pytest
 
 from ppdet_ext.convert import build_model
-from ppdet_ext.convert.rtdetrv2_weights import (convert_rtdetrv2, coco_label_rows,
-                                                read_rtdetrv2_checkpoint)
-from ppdet_ext.weights import load_state
-from rtdetrv2_synthetic import synthetic_backbone
+from ppdet_ext.convert.rtdetrv2_weights import convert_rtdetrv2, coco_label_rows
+from rtdetr_reference_data import (CONFIG, DATA, LAYOUTS, ROOT, reference_image,
+                                   reference_outputs, reference_state)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(ROOT, 'tests', 'data', 'rtdetrv2')
-CONFIG = os.path.join(DATA, 'rtdetrv2_tiny_ref.yml')
-LAYOUTS = {'rtdetrv2_pytorch': ('checkpoint.pth', 'fused_convs.pth', 'torch'),
-           'paddledet_develop': ('checkpoint.pdparams', 'fused_convs.pdparams', 'paddle')}
 TOL = 1e-4
-
-
-def reference_state(layout, fused=False):
-    """The reference's full state: stored checkpoint + rebuilt backbone (+ fused convs in
-    place of the RepVGG branches, as a checkpoint saved after ``convert_to_deploy``)."""
-    ckpt, fused_file, kind = LAYOUTS[layout]
-    folder = os.path.join(DATA, layout)
-    state, found, _ = read_rtdetrv2_checkpoint(os.path.join(folder, ckpt))
-    assert found == layout
-    with open(os.path.join(folder, 'backbone_shapes.json')) as f:
-        state.update(synthetic_backbone(json.load(f), kind))
-    if fused:
-        convs = load_state(os.path.join(folder, fused_file))
-        for name in convs:
-            block = name.rsplit('.conv.', 1)[0]
-            for branch in [n for n in state if n.startswith((f'{block}.conv1.',
-                                                             f'{block}.conv2.'))]:
-                del state[branch]
-        state.update(convs)
-    return state
 
 
 @pytest.fixture(scope='module')
@@ -59,8 +32,7 @@ def model():
 
 @pytest.fixture(scope='module')
 def image():
-    img = np.load(os.path.join(DATA, 'input_192.npy'))
-    return paddle.to_tensor(img.astype('float32').transpose(2, 0, 1)[None] / 255.0)
+    return reference_image()
 
 
 def run(model, image, method):
@@ -78,7 +50,7 @@ def top_set(logits, k):
 
 
 def assert_matches(model, image, layout, method):
-    ref = np.load(os.path.join(DATA, layout, 'outputs.npz'))
+    ref = reference_outputs(layout)
     logits, boxes = run(model, image, method)
     np.testing.assert_allclose(logits, ref[f'{method}_logits'], rtol=0, atol=TOL)
     np.testing.assert_allclose(boxes, ref[f'{method}_boxes'], rtol=0, atol=TOL)
@@ -104,7 +76,7 @@ def test_the_reference_data_tells_the_methods_apart():
     """Default and discrete outputs differ far beyond the tolerance (so the rounding and
     the embedding layout are pinned by the test above)."""
     for layout in LAYOUTS:
-        ref = np.load(os.path.join(DATA, layout, 'outputs.npz'))
+        ref = reference_outputs(layout)
         assert np.abs(ref['default_logits'] - ref['discrete_logits']).max() > 100 * TOL
 
 
@@ -168,7 +140,7 @@ def test_cli_converts_and_refuses(tmp_path, image, capsys):
     assert 'result: OK, every tensor mapped' in text and 'applied: packed attention' in text
     m, _ = build_model(CONFIG)
     load_weight(m, str(out))
-    ref = np.load(os.path.join(DATA, 'paddledet_develop', 'outputs.npz'))
+    ref = reference_outputs('paddledet_develop')
     np.testing.assert_allclose(run(m, image, 'default')[0], ref['default_logits'], atol=TOL)
 
     reset_global_config()
