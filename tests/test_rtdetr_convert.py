@@ -159,3 +159,31 @@ def test_cli_converts_and_refuses(tmp_path, image, capsys):
     err = capsys.readouterr().err
     assert err.count('\n') == 1 and "'os.system'" in err and 'evil.pdparams' in err
     reset_global_config()
+
+
+def test_torch_backbone_names_follow_ppdet_resnet():
+    """PResNet -> ppdet ResNet names, including ResNet-101's ``res4b{i}`` blocks and the
+    vd shortcut (pool + conv) that both name ``short.conv.{conv,norm}``."""
+    from ppdet_ext.convert.rtdetrv2_names import translate
+    counts = {0: 3, 1: 4, 2: 23, 3: 3}
+    cases = {
+        'backbone.conv1.conv1_2.norm.running_var': 'backbone.conv1.conv1_2.norm._variance',
+        'backbone.res_layers.0.blocks.0.short.conv.weight':
+            'backbone.res2.res2a.short.conv.weight',
+        'backbone.res_layers.1.blocks.0.short.conv.conv.weight':
+            'backbone.res3.res3a.short.conv.conv.weight',
+        'backbone.res_layers.1.blocks.0.short.conv.norm.running_mean':
+            'backbone.res3.res3a.short.conv.norm._mean',
+        'backbone.res_layers.2.blocks.0.branch2c.norm.weight':
+            'backbone.res4.res4a.branch2c.norm.weight',
+        'backbone.res_layers.2.blocks.22.branch2b.conv.weight':
+            'backbone.res4.res4b22.branch2b.conv.weight',
+        'backbone.res_layers.3.blocks.2.branch2a.norm.bias':
+            'backbone.res5.res5c.branch2a.norm.bias',
+    }
+    for src, dst in cases.items():
+        assert [t for t, _ in translate(src, 'rtdetrv2_pytorch', counts)] == [dst], src
+    assert translate('backbone.res_layers.0.blocks.0.branch2a.norm.num_batches_tracked',
+                     'rtdetrv2_pytorch', counts)[0][1].startswith('drop:')
+    assert translate('backbone.res_layers.0.blocks.0.branch2a.act.weight',
+                     'rtdetrv2_pytorch', counts) is None

@@ -49,14 +49,15 @@ def _bn(prefix, stat, table, drop_tracked):
     return [(f'{prefix}.{table[stat]}', 'bn' if table[stat] != stat else 'copy')]
 
 
-def _conv_norm(prefix, rest, conv, norm, bn_table, torch_layout):
-    """A conv + BatchNorm pair named ``conv``/``norm`` in the source -> ``conv2d``/``bn``."""
+def _conv_norm(prefix, rest, conv, norm, bn_table, torch_layout, dst=('conv2d', 'bn')):
+    """A conv + BatchNorm pair named ``conv``/``norm`` in the source -> ``dst`` names
+    (ours: ``conv2d``/``bn``; ppdet's ResNet: ``conv``/``norm``)."""
     m = re.fullmatch(rf'{conv}\.weight', rest)
     if m:
-        return [(f'{prefix}.conv2d.weight', 'copy')]
+        return [(f'{prefix}.{dst[0]}.weight', 'copy')]
     m = re.fullmatch(rf'{norm}\.(\w+)', rest)
     if m:
-        return _bn(f'{prefix}.bn', m.group(1), bn_table, torch_layout)
+        return _bn(f'{prefix}.{dst[1]}', m.group(1), bn_table, torch_layout)
     return None
 
 
@@ -81,26 +82,21 @@ def _attention(prefix, rest, torch_layout):
 def _backbone(rest, layout, stage_counts):
     if layout == 'paddledet_develop':
         return [(f'backbone.{rest}', 'copy')]
-    m = re.fullmatch(r'conv1\.(conv1_\d)\.conv\.weight', rest)
+    m = re.fullmatch(r'conv1\.(conv1_\d)\.(.+)', rest)
     if m:
-        return [(f'backbone.conv1.{m.group(1)}.conv.weight', 'copy')]
-    m = re.fullmatch(r'conv1\.(conv1_\d)\.norm\.(\w+)', rest)
-    if m:
-        return _bn(f'backbone.conv1.{m.group(1)}.norm', m.group(2), _TORCH_BN, True)
+        return _conv_norm(f'backbone.conv1.{m.group(1)}', m.group(2), 'conv', 'norm',
+                          _TORCH_BN, True, dst=('conv', 'norm'))
     m = re.fullmatch(r'res_layers\.(\d+)\.blocks\.(\d+)\.(.+)', rest)
     if not m:
         return None
     s, i, tail = int(m.group(1)), int(m.group(2)), m.group(3)
     block = resnet_block_name(s + 2, i, stage_counts.get(s, 0))
-    prefix = f'backbone.res{s + 2}.{block}'
     # vd stride-2 shortcut: short.conv.{conv,norm} (pool + conv) in both, else short.{conv,norm}
-    m = re.fullmatch(r'(branch2[abc]|short|short\.conv)\.conv\.weight', tail)
-    if m:
-        return [(f'{prefix}.{m.group(1)}.conv.weight', 'copy')]
-    m = re.fullmatch(r'(branch2[abc]|short|short\.conv)\.norm\.(\w+)', tail)
-    if m:
-        return _bn(f'{prefix}.{m.group(1)}.norm', m.group(2), _TORCH_BN, True)
-    return None
+    m = re.fullmatch(r'(branch2[abc]|short(?:\.conv)?)\.((?:conv|norm)\.\w+)', tail)
+    if not m:
+        return None
+    return _conv_norm(f'backbone.res{s + 2}.{block}.{m.group(1)}', m.group(2), 'conv', 'norm',
+                      _TORCH_BN, True, dst=('conv', 'norm'))
 
 
 def _neck(rest, layout):
