@@ -11,7 +11,8 @@ through ``ppdet_ext.convert.rtdetrv2_weights`` into the model of our config, whi
 the same input with grid-sample and with discrete sampling. Reported per size and method:
 max |delta| of the decoder's final logits ``[1, 300, 80]`` and boxes ``[1, 300, 4]``
 (cxcywh normalized) with the queries paired by the encoder token they were selected from
-(see :func:`compare`), and how many of the reference's top-300 detections are not in ours. Writes ``OUT/parity.json`` and ``OUT/parity.md``.
+(see :func:`compare`), and how many of the reference's top-300 detections are not in ours.
+Writes ``OUT/parity.json`` and ``OUT/parity.md``.
 """
 import argparse
 import json
@@ -145,8 +146,9 @@ def main():
         for size in args.sizes:
             rows += compare_size(size, args, input_path, work)
     command = ' '.join(['.venv/bin/python scripts/rtdetrv2_parity.py'] + sys.argv[1:])
-    torch_version = subprocess.run([args.ref_python, '-c', 'import torch; print(torch.__version__)'],
-                                   capture_output=True, text=True, check=True).stdout.strip()
+    torch_version = subprocess.run(
+        [args.ref_python, '-c', 'import torch; print(torch.__version__)'],
+        capture_output=True, text=True, check=True).stdout.strip()
     env = {'paddle': paddle.__version__, 'torch': torch_version,
            'cpu': platform.processor() or platform.machine(),
            'image': IMAGE + ' resized to 640x640 (OpenCV INTER_LINEAR), /255',
