@@ -14,18 +14,18 @@ used by training code in ``box_ops``) is stubbed when torchvision is not install
 Writes ``OUT/checkpoint.pth`` (``{'ema': {'module': state_dict, 'updates': 0},
 'last_epoch': 0}``; ``--fused`` adds ``OUT/fused_convs.pth``, the tensors the reference's
 ``convert_to_deploy()`` adds: one fused conv per RepVGG block) and ``OUT/outputs.npz``
-with ``pred_logits`` ``[1, Q, 80]``, ``pred_boxes`` ``[1, Q, 4]`` (cxcywh normalized) and ``tokens`` ``[1, Q]``
-(the encoder token each query was selected from) for each sampling method (``default_*``,
-``discrete_*``), eval mode, float32 on the CPU.
+with ``pred_logits`` ``[1, Q, 80]``, ``pred_boxes`` ``[1, Q, 4]`` (cxcywh normalized) and
+``tokens`` ``[1, Q]`` (the encoder token each query was selected from) for each sampling
+method (``default_*``, ``discrete_*``), eval mode, float32 on the CPU.
 
 Weights: the reference's own initialisation, then every floating tensor gets Gaussian
 noise (std ``--noise``, default 0.02; BatchNorm running variances are drawn from
 ``[0.5, 1.5]``), so that no head is at its zero init and the outputs exercise every
 parameter; ``--class-bias`` raises the class-head biases (their init gives every score
 about 0.01) so that detections pass score thresholds. ``--backbone-rule`` instead fills the
-backbone from ``tests/rtdetrv2_synthetic.py`` (seeded by each tensor's name, so a test can rebuild it
-without storing it), leaves it out of the checkpoint and lists its names and shapes in
-``OUT/backbone_shapes.json``.
+backbone from ``tests/rtdetrv2_synthetic.py`` (seeded by each tensor's name, so a test can
+rebuild it without storing it), leaves it out of the checkpoint and lists its names and
+shapes in ``OUT/backbone_shapes.json``.
 """
 import argparse
 import json
