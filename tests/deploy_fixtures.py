@@ -24,7 +24,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ppdet_ext_deploy.meta import dump_meta
+from ppdet_ext_deploy.meta import write_meta
 
 SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
 REPO = os.path.normpath(os.path.join(os.path.dirname(__file__), ".."))
@@ -123,7 +123,7 @@ def build_tiny_export(out_dir: str, *, num_classes: int = 4, width: int = 8, see
         "Postprocess": post or {"type": "nms", "score_threshold": 0.5, "nms_threshold": 0.6,
                                 "nms_top_k": 1000, "keep_top_k": 100, "class_agnostic": False},
     }
-    dump_meta(os.path.join(out_dir, "infer_cfg.yml"), cfg)
+    write_meta(out_dir, cfg)
     return out_dir
 
 
@@ -167,7 +167,7 @@ def build_picodet_onnx_export(out_dir: str, onnx_path: str = PICODET_ONNX, size:
     os.makedirs(out_dir, exist_ok=True)
     onnx.save(m, os.path.join(out_dir, "model.onnx"))
     labels = coco_labels()
-    dump_meta(os.path.join(out_dir, "infer_cfg.yml"), {
+    write_meta(out_dir, {
         "arch": "PicoDet", "model_format": "onnx", "label_list": labels,
         "input_shape": [1, 3, size, size],
         "Preprocess": [

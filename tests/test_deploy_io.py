@@ -3,10 +3,11 @@ import os
 
 import numpy as np
 import pytest
+import yaml
 
 import ppdet_ext_deploy  # noqa: F401
 from ppdet_ext_deploy.imageio import ImageError, decode_rgb, probe_size
-from ppdet_ext_deploy.meta import dump_meta, load_meta
+from ppdet_ext_deploy.meta import load_meta, write_meta
 from ppdet_ext_deploy.preprocess import Preprocessor
 from deploy_fixtures import MEAN, STD, coco_mini_images, write_bad_images
 
@@ -82,7 +83,7 @@ def test_unsupported_op_and_missing_permute():
 
 def test_load_meta(tmp_path):
     d = str(tmp_path)
-    dump_meta(os.path.join(d, "infer_cfg.yml"), {
+    write_meta(d, {
         "arch": "X", "label_list": ["a", "b"], "input_shape": [1, 3, 640, 640],
         "Preprocess": [{"type": "Permute"}], "pad_stride": 0,
         "outputs": {"kind": "topk", "names": ["scores", "labels", "boxes"]},
@@ -90,7 +91,11 @@ def test_load_meta(tmp_path):
     m = load_meta(d)
     assert m.fixed_batch == 1 and m.fixed_hw == (640, 640) and m.stride == 1
     assert m.post.type == "none" and m.output_kind == "topk" and m.category_ids == (3, 7)
-    dump_meta(os.path.join(d, "infer_cfg.yml"), {"Postprocess": {"type": "nms", "sigma": 1}})
+    bad = {"Postprocess": {"type": "nms", "sigma": 1}}
+    with pytest.raises(ValueError, match="unknown Postprocess keys"):
+        write_meta(d, bad)
+    with open(os.path.join(d, "infer_cfg.yml"), "w") as f:  # written by hand, past the writer
+        yaml.safe_dump(bad, f)
     with pytest.raises(ValueError, match="unknown Postprocess keys"):
         load_meta(d)
     with pytest.raises(FileNotFoundError):

@@ -152,13 +152,13 @@ def test_huge_image_runs_when_the_limit_allows(export_dir, engine, bad_zoo):
 
 
 def test_fixed_batch_graph_runs_in_chunks(export_dir, engine, images, reference, tmp_path):
-    import yaml
+    from ppdet_ext_deploy.meta import read_meta_dict, write_meta
 
     fixed = tmp_path / "fixed"
     shutil.copytree(export_dir, fixed)
-    cfg = yaml.safe_load(open(fixed / "infer_cfg.yml"))
+    cfg = read_meta_dict(str(fixed))
     cfg["input_shape"] = [2, 3, -1, -1]
-    yaml.safe_dump(cfg, open(fixed / "infer_cfg.yml", "w"))
+    write_meta(str(fixed), cfg)
     assert load_meta(str(fixed)).fixed_batch == 2
     rep = Runner(str(fixed), backend=engine, batch_size=5, policy="shape").run(images)
     assert_same(reference, rep)

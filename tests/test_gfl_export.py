@@ -4,7 +4,8 @@ import os
 import numpy as np
 import paddle
 import pytest
-import yaml
+
+from ppdet_ext_deploy.meta import read_meta_dict
 
 from gfl_helpers import export_random_tiny_gfl
 from ppdet_ext.export import adapters
@@ -41,8 +42,7 @@ def exported(tmp_path_factory):
 def test_export_files_and_metadata(exported):
     _, out, meta = exported
     assert {"model.pdmodel", "model.pdiparams", "infer_cfg.yml"} <= set(os.listdir(out))
-    with open(os.path.join(out, "infer_cfg.yml")) as f:
-        saved = yaml.safe_load(f)
+    saved = read_meta_dict(out)
     assert saved == meta
     assert saved["input_shape"] == [-1, 3, -1, -1]
     assert [op["type"] for op in saved["Preprocess"]] == ["Resize", "NormalizeImage", "Permute"]

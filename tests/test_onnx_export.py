@@ -14,11 +14,11 @@ import os
 import numpy as np
 import paddle
 import pytest
-import yaml
 
 import ppdet_ext_deploy  # noqa: F401
 from ppdet_ext_deploy.compare import Tolerance, match_detections
 from ppdet_ext_deploy.formats import create_backend
+from ppdet_ext_deploy.meta import read_meta_dict
 from ppdet_ext_deploy.runner import Runner
 from deploy_fixtures import build_tiny_export, coco_mini_images
 from gfl_helpers import export_random_tiny_gfl
@@ -55,8 +55,7 @@ def test_graph_io_and_dynamic_axes(gfl):
 
 def test_metadata_travels_with_onnx(gfl):
     _, out = gfl
-    with open(os.path.join(out, "infer_cfg.yml")) as f:
-        saved = yaml.safe_load(f)
+    saved = read_meta_dict(out)
     path = os.path.join(out, "model.onnx")
     assert read_onnx_metadata(path) == saved
     props = {p.key: p.value for p in onnx.load(path).metadata_props}

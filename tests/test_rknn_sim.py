@@ -70,7 +70,7 @@ def test_convert_cli_exits_nonzero_without_toolkit(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_fixed(tmp_path_factory):
     """Tiny conv detector exported at a fixed [1, 3, 160, 160] with model.onnx (folded)."""
-    from ppdet_ext_deploy.meta import dump_meta, load_meta
+    from ppdet_ext_deploy.meta import load_meta, read_meta_dict, write_meta
     from deploy_fixtures import build_tiny_export
     from ppdet_ext.export.onnx_export import export_onnx
 
@@ -81,11 +81,9 @@ def tiny_fixed(tmp_path_factory):
     static = paddle.jit.to_static(tiny_layer(), input_spec=[
         paddle.static.InputSpec([1, 3, 160, 160], "float32", "image")], full_graph=True)
     paddle.jit.save(static, os.path.join(out, "model"))
-    import yaml
-    with open(os.path.join(out, "infer_cfg.yml")) as f:
-        cfg = yaml.safe_load(f)
+    cfg = read_meta_dict(out)
     cfg["input_shape"] = [1, 3, 160, 160]
-    dump_meta(os.path.join(out, "infer_cfg.yml"), cfg)
+    write_meta(out, cfg)
     export_onnx(out)
     assert load_meta(out).fixed_hw == (160, 160)
     return out

@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import sys
 import time
 
@@ -55,10 +54,11 @@ def convert(model_dir, output_dir, *, quant="fp16", calib=None, calib_images=100
     Returns:
         dict: ``ops`` (summary), ``build`` info, and ``eval`` (AP dict) when ``eval_ann``.
     """
+    from ppdet_ext_deploy.meta import copy_meta
     from ppdet_ext_deploy.runner import Runner
 
     os.makedirs(output_dir, exist_ok=True)
-    shutil.copy(os.path.join(model_dir, "infer_cfg.yml"), os.path.join(output_dir, "infer_cfg.yml"))
+    copy_meta(model_dir, output_dir)
     t = time.perf_counter()
     options = {"quant": quant, "calib": calib, "calib_images": calib_images,
                "float_ops": tuple(float_ops), "disable_rules": tuple(disable_rules),

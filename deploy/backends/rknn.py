@@ -14,7 +14,7 @@ import numpy as np
 from ..backends.base import Backend
 from ..rknn.calib import write_calibration_list
 from ..rknn.report import merge_reports
-from ..rknn.split import SplitPipeline, split_config
+from ..rknn.split import SplitPipeline
 from ..rknn.worker import QUANT_MODES, BuildConfig, RknnWorker
 
 
@@ -66,7 +66,7 @@ class RknnSimBackend(Backend):
             raise ValueError("float_layers / float_spans need quant='hybrid'")
         common.update(float_layers=list(float_layers), float_spans=[list(s) for s in float_spans])
         export_path = os.path.abspath(export_path) if export_path else None
-        self.split = split_config(meta.model_dir)
+        self.split = meta.rknn_split
         self.workers: Dict[str, RknnWorker] = {}
         if self.split is None:
             cfg = BuildConfig(onnx=os.path.abspath(meta.file("model.onnx")), inputs=["image"],

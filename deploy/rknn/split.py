@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
+from ..meta import load_meta
 
-def split_config(model_dir: str) -> Optional[Dict[str, Any]]:
+
+def split_config(model_dir: str) -> Optional[Mapping[str, Any]]:
     """The ``rknn_split`` block of ``infer_cfg.yml`` (``None`` for a single-graph export)."""
-    import yaml
-
-    with open(os.path.join(model_dir, "infer_cfg.yml")) as f:
-        return (yaml.safe_load(f) or {}).get("rknn_split")
+    return load_meta(model_dir).rknn_split
 
 
 def select_queries(enc_score: np.ndarray, out_memory: np.ndarray, enc_coord: np.ndarray,

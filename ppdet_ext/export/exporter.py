@@ -10,6 +10,8 @@ from paddle.static import InputSpec
 from ppdet.core.workspace import create
 from ppdet.utils.checkpoint import load_weight
 
+from ppdet_ext_deploy.meta import write_meta
+
 from . import adapters, metadata
 
 MODEL_NAME = "model"
@@ -98,5 +100,5 @@ def export_model(cfg, output_dir, *, weights=None, input_shape=None, batch_size=
         outputs = {"kind": "dense", "names": ["scores", "boxes"]}
         post = adapters.postprocess_cfg(model)
     meta = metadata.build(cfg, model, input_shape=shape, outputs=outputs, postprocess=post)
-    metadata.write(meta, os.path.join(output_dir, "infer_cfg.yml"))
+    write_meta(output_dir, meta)
     return meta

@@ -1,19 +1,17 @@
-"""Build the ``infer_cfg.yml`` metadata that travels with an exported model.
+"""Build the ``infer_cfg.yml`` metadata of an export from a ppdet config.
 
-The format is specified in docs/export_format.md; ``deploy/`` reads it without ppdet.
+The schema, writer and reader are ``ppdet_ext_deploy.meta`` (docs/export_format.md); this
+module only translates ppdet's config into that schema.
 """
 import os
-
-import yaml
 
 from ppdet.core.workspace import create
 from ppdet.data.source.category import get_categories
 
-_PASSTHROUGH = {
-    "Resize": ("target_size", "keep_ratio", "interp"),
-    "NormalizeImage": ("mean", "std", "is_scale", "norm_type"),
-    "Permute": (),
-}
+from ppdet_ext_deploy.meta import PREPROCESS_OPS
+
+# the op parameters deploy/preprocess.py understands, per op
+_PASSTHROUGH = {op: tuple(keys) for op, keys in PREPROCESS_OPS.items()}
 
 
 class ExportError(ValueError):
@@ -78,11 +76,6 @@ def build(cfg, model, *, input_shape, outputs, postprocess):
         "outputs": outputs,
         "Postprocess": postprocess,
     }
-
-
-def write(meta, path):
-    with open(path, "w") as f:
-        yaml.safe_dump(meta, f, sort_keys=False, default_flow_style=None)
 
 
 def _plain(v):

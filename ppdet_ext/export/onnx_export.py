@@ -15,10 +15,9 @@ Paddle 2.6.2 needs paddle2onnx 1.3.1 (2.x refuses Paddle < 3.0; ../shared/STACK-
 """
 import json
 import os
-import shutil
 import tempfile
 
-import yaml
+from ppdet_ext_deploy.meta import copy_meta, dumps_meta, loads_meta, read_meta_dict
 
 from .metadata import ExportError
 
@@ -26,16 +25,14 @@ __all__ = ["export_onnx", "fold_fixed_shape", "paddle_to_onnx", "read_onnx_metad
            "DEFAULT_OPSET"]
 
 DEFAULT_OPSET = 16  # GridSample (RT-DETR default sampling) needs >= 16
-META_FILE = "infer_cfg.yml"
 SIMPLIFIERS = ("onnxslim", "onnxsim")
 
 
 def _load_meta(model_dir):
-    path = os.path.join(model_dir, META_FILE)
-    if not os.path.isfile(path):
-        raise ExportError(f"{path} not found: not an export directory (docs/export_format.md)")
-    with open(path) as f:
-        return yaml.safe_load(f) or {}
+    try:
+        return read_meta_dict(model_dir)
+    except (FileNotFoundError, ValueError) as e:
+        raise ExportError(str(e)) from None
 
 
 def _dim_names(rank, fixed, names):
@@ -79,7 +76,7 @@ def _rename_io(model, meta):
 
 def _embed_meta(model, meta, extra):
     props = {
-        "infer_cfg": yaml.safe_dump(meta, sort_keys=False),
+        "infer_cfg": dumps_meta(meta),
         "label_list": json.dumps(meta.get("label_list") or []),
         "input_shape": json.dumps(meta.get("input_shape")),
         "preprocess": json.dumps(meta.get("Preprocess") or []),
@@ -99,7 +96,7 @@ def read_onnx_metadata(onnx_path):
 
     model = onnx.load(onnx_path, load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
-    return yaml.safe_load(props["infer_cfg"]) if "infer_cfg" in props else {}
+    return loads_meta(props["infer_cfg"], f"{onnx_path} (metadata_props)") if "infer_cfg" in props else {}
 
 
 def _dynamic_dims(model):
@@ -297,5 +294,5 @@ def export_onnx(model_dir, *, output_dir=None, opset=DEFAULT_OPSET, simplify=Non
     path = os.path.join(output_dir, "model.onnx")
     onnx.save(model, path)
     if os.path.abspath(output_dir) != os.path.abspath(model_dir):
-        shutil.copy(os.path.join(model_dir, META_FILE), os.path.join(output_dir, META_FILE))
+        copy_meta(model_dir, output_dir)
     return path

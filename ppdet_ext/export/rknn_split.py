@@ -37,8 +37,9 @@ import onnx
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
-import yaml
 from paddle.static import InputSpec
+
+from ppdet_ext_deploy.meta import write_meta
 
 from .exporter import build_model, export_model
 from .metadata import ExportError
@@ -178,8 +179,7 @@ def export_rtdetr_split(cfg, output_dir, *, weights=None, model=None, input_shap
             m.set_gather_free(state)
     meta["rknn_split"]["sampling"] = sorted(methods)
     meta["rknn_split"]["gather_free"] = bool(previous)
-    with open(os.path.join(output_dir, "infer_cfg.yml"), "w") as f:
-        yaml.safe_dump(meta, f, sort_keys=False, default_flow_style=None)
+    write_meta(output_dir, meta)
     return meta
 
 

@@ -19,6 +19,8 @@ from typing import List
 
 import numpy as np
 
+from ppdet_ext_deploy.meta import copy_meta
+
 from .static_graph import in_static_mode
 
 
@@ -73,7 +75,7 @@ def fold_batch_norm(model_dir: str, out_dir: str) -> List[str]:
     with paddle.static.scope_guard(m.scope):
         paddle.static.save_inference_model(os.path.join(out_dir, "model"), feeds, fetches, m.exe,
                                            program=m.program)
-    for f in ("infer_cfg.yml", "config.yml"):
-        if os.path.isfile(os.path.join(model_dir, f)):
-            shutil.copy(os.path.join(model_dir, f), os.path.join(out_dir, f))
+    copy_meta(model_dir, out_dir)
+    if os.path.isfile(os.path.join(model_dir, "config.yml")):
+        shutil.copy(os.path.join(model_dir, "config.yml"), os.path.join(out_dir, "config.yml"))
     return folded

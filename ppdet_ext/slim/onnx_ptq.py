@@ -10,11 +10,9 @@ tensor names, so the Conv whose weight input is ``conv2d_1.w_0`` is excluded.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-import yaml
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
@@ -96,7 +94,7 @@ def quantize_onnx_export(model_dir: str, out_dir: str, calib_files: Sequence[str
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
 
-    from ppdet_ext_deploy.meta import load_meta
+    from ppdet_ext_deploy.meta import copy_meta, load_meta
 
     if method not in CALIB_METHODS:
         raise ValueError(f"method must be one of {CALIB_METHODS}")
@@ -152,9 +150,5 @@ def quantize_onnx_export(model_dir: str, out_dir: str, calib_files: Sequence[str
             "per_channel": per_channel, "activation": "uint8" if activation_uint8 else "int8",
             "skip_layers": list(skip_layers), "quantize_outputs": quantize_outputs,
             "seconds": round(time.perf_counter() - t0, 1)}
-    with open(os.path.join(model_dir, "infer_cfg.yml")) as f:
-        m = yaml.safe_load(f)
-    m["quantization"] = info
-    with open(os.path.join(out_dir, "infer_cfg.yml"), "w") as f:
-        yaml.safe_dump(m, f, sort_keys=False)
+    copy_meta(model_dir, out_dir, quantization=info)
     return info

@@ -220,11 +220,9 @@ def quantize_export(model_dir: str, out_dir: str, calib_files: Sequence[str],
 
 def write_int8_meta(fp32_dir: str, out_dir: str, info: Dict[str, Any]) -> None:
     """Copy ``infer_cfg.yml`` from the FP32 export, adding a ``quantization`` block."""
-    with open(os.path.join(fp32_dir, "infer_cfg.yml")) as f:
-        meta = yaml.safe_load(f)
-    meta["quantization"] = info
-    with open(os.path.join(out_dir, "infer_cfg.yml"), "w") as f:
-        yaml.safe_dump(meta, f, sort_keys=False)
+    from ppdet_ext_deploy.meta import copy_meta
+
+    copy_meta(fp32_dir, out_dir, quantization=info)
     for extra in ("config.yml",):
         src = os.path.join(fp32_dir, extra)
         if os.path.isfile(src):

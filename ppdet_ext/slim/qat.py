@@ -124,6 +124,7 @@ def export_qat(cfg, model, output_dir: str, *, input_shape=None, batch_size: int
     from paddle.static import InputSpec
 
     from ppdet_ext.export import adapters, metadata
+    from ppdet_ext_deploy.meta import write_meta
     from ppdet_ext.export.exporter import MODEL_NAME, _RawExport, resolve_input_shape
 
     quanter = getattr(model, "_qat_quanter", None)
@@ -146,7 +147,7 @@ def export_qat(cfg, model, output_dir: str, *, input_shape=None, batch_size: int
                           postprocess=adapters.postprocess_cfg(model))
     meta["quantization"] = {"method": "qat", "engine": "paddle ImperativeQuantAware",
                             "inlined_matmul_constants": inlined}
-    metadata.write(meta, os.path.join(output_dir, "infer_cfg.yml"))
+    write_meta(output_dir, meta)
     return meta
 
 
