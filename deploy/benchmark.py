@@ -29,9 +29,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from .compare import Tolerance, match_detections
+from .imageio import annotated_images
 from .runner import Runner, RunReport
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 @dataclass(frozen=True)
@@ -45,14 +45,6 @@ class SweepConfig:
     def key(self) -> str:
         opts = ",".join(f"{k}={v}" for k, v in sorted(self.backend_options.items()))
         return f"{self.backend}[{opts}]/{self.policy}/bs{self.batch_size}"
-
-
-def list_images(folder: str, limit: Optional[int] = None) -> List[str]:
-    """Image files in ``folder`` (sorted by name), at most ``limit``."""
-    files = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.lower().endswith(IMAGE_EXTS))
-    if not files:
-        raise FileNotFoundError(f"no images in {folder}")
-    return files[:limit] if limit else files
 
 
 class _RssSampler:
@@ -189,9 +181,7 @@ def run_sweep(model_dir: str, images: Sequence[str], *, batch_sizes: Sequence[in
                  for c in all_configs if c.batch_size == 1 and c.policy != policies[0]}
     configs = [c for c in all_configs if c.key not in bs1_alias]
     if eval_ann and eval_images is None:
-        from .coco_eval import image_paths
-
-        eval_images = image_paths(eval_ann, os.path.join(os.path.dirname(os.path.dirname(eval_ann)), "images"))
+        eval_images = annotated_images(eval_ann)
     runs: Dict[str, List[Dict[str, Any]]] = {c.key: [] for c in configs}
     detections: Dict[str, Any] = {}
     for rnd in range(repeats):

@@ -14,15 +14,6 @@ from typing import Dict, List, Optional, Sequence
 from .runner import ImageResult
 
 
-def image_paths(ann_file: str, image_dir: str) -> List[str]:
-    """Paths of the annotated images, in annotation order."""
-    import json
-
-    with open(ann_file) as f:
-        images = json.load(f)["images"]
-    return [os.path.join(image_dir, im["file_name"]) for im in images]
-
-
 def to_coco_json(results: Sequence[ImageResult], coco, category_ids: Sequence[int] = ()) -> List[Dict]:
     """Detections as COCO result dicts (``bbox`` = x, y, w, h)."""
     by_name = {os.path.basename(im["file_name"]): im["id"] for im in coco.dataset["images"]}

@@ -1,4 +1,9 @@
-"""Reading images robustly: header probe, decode to RGB uint8, and per-file error reports.
+"""Finding and reading images: the one image lister, header probe, decode to RGB uint8, and
+per-file error reports.
+
+:func:`list_images` is how every tool turns a folder, a glob or a list of files into image
+paths; :func:`annotated_images` lists a COCO annotation file's images, by default from
+``<annotation dir>/../images`` (:func:`default_image_dir`, the COCO layout).
 
 Every problem is raised as :class:`ImageError` carrying the file name, so one bad file in a
 batch is reported and skipped while the rest of the batch still runs. Conversions that keep
@@ -9,15 +14,66 @@ annotations use; the header probe and the decoder agree on it.
 """
 from __future__ import annotations
 
+import glob
+import json
 import os
 import warnings
-from typing import List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
 
 DEFAULT_MAX_PIXELS = 64_000_000  # 8000 x 8000; bounds a worker's memory (RGB + float copy)
 DEFAULT_MIN_SIDE = 2  # a 1-pixel side has no spatial content to detect anything in
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+HW = Tuple[int, int]
+
+
+def list_images(sources: Union[str, Sequence[str]], limit: Optional[int] = None, *,
+                require: bool = True) -> List[str]:
+    """Image paths named by ``sources``, expanded in the order given.
+
+    Args:
+        sources: A path or a list of paths: a folder gives its image files (by extension,
+            :data:`IMAGE_EXTS`) sorted by name; a pattern with ``*?[`` its matches, sorted; any
+            other path is kept as given, even when it does not exist (reading it reports it).
+        limit: Keep the first ``limit`` paths.
+        require: Raise when nothing is found.
+
+    Raises:
+        FileNotFoundError: ``require`` and no image was found.
+    """
+    out: List[str] = []
+    for item in [sources] if isinstance(sources, str) else sources:
+        item = str(item)
+        if os.path.isdir(item):
+            out += sorted(os.path.join(item, f) for f in os.listdir(item)
+                          if f.lower().endswith(IMAGE_EXTS))
+        elif any(c in item for c in "*?["):
+            out += sorted(glob.glob(item))
+        else:
+            out.append(item)
+    if require and not out:
+        raise FileNotFoundError(f"no images in {sources}")
+    return out[:limit] if limit else out
+
+
+def default_image_dir(ann_file: str) -> str:
+    """``<annotation dir>/../images``: where a COCO-layout dataset keeps its images."""
+    return os.path.normpath(os.path.join(os.path.dirname(ann_file), "..", "images"))
+
+
+def annotated_images(ann_file: str, image_dir: Optional[str] = None) -> List[str]:
+    """Paths of the images of a COCO annotation file, in annotation order.
+
+    Args:
+        ann_file: COCO ``instances_*.json``.
+        image_dir: Their folder; default :func:`default_image_dir`.
+    """
+    with open(ann_file) as f:
+        images = json.load(f)["images"]
+    image_dir = image_dir or default_image_dir(ann_file)
+    return [os.path.join(image_dir, im["file_name"]) for im in images]
 
 
 class ImageError(Exception):
@@ -50,6 +106,20 @@ def probe_size(path: str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
         raise ImageError(path, f"cannot read image header ({type(e).__name__}: {e})") from None
     check_size(path, h, w, max_pixels=max_pixels, min_side=min_side)
     return int(h), int(w)
+
+
+def probe_sizes(paths: Sequence[str], *, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
+                min_side: int = DEFAULT_MIN_SIDE) -> Tuple[List[Optional[HW]], Dict[int, str]]:
+    """:func:`probe_size` of every path: sizes (``None`` on failure) and ``{index: error}``."""
+    sizes: List[Optional[HW]] = []
+    errors: Dict[int, str] = {}
+    for i, p in enumerate(paths):
+        try:
+            sizes.append(probe_size(p, max_pixels=max_pixels, min_side=min_side))
+        except ImageError as e:
+            sizes.append(None)
+            errors[i] = str(e)
+    return sizes, errors
 
 
 def check_size(path: str, h: int, w: int, *, max_pixels: int | None, min_side: int) -> None:

@@ -33,7 +33,7 @@ import numpy as np
 
 from .backends.base import Backend, ShapeRange
 from .formats import create_backend
-from .imageio import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, ImageError, decode_rgb, probe_size
+from .imageio import DEFAULT_MAX_PIXELS, DEFAULT_MIN_SIDE, ImageError, decode_rgb, probe_sizes
 from .meta import ExportMeta, load_meta
 from .planner import Batch, BatchPlan, plan_batches
 from .postprocess import EMPTY, postprocess_batch
@@ -197,15 +197,7 @@ class Runner:
     # -- planning -------------------------------------------------------------------------
     def probe(self, paths: Sequence[str]) -> Tuple[List[Optional[HW]], Dict[int, str]]:
         """Header sizes per path (``None`` on failure) and ``{index: error}``."""
-        sizes: List[Optional[HW]] = []
-        errors: Dict[int, str] = {}
-        for i, p in enumerate(paths):
-            try:
-                sizes.append(probe_size(p, max_pixels=self.max_pixels, min_side=self.min_side))
-            except ImageError as e:
-                sizes.append(None)
-                errors[i] = str(e)
-        return sizes, errors
+        return probe_sizes(paths, max_pixels=self.max_pixels, min_side=self.min_side)
 
     def plan(self, orig_sizes: Sequence[HW]) -> BatchPlan:
         """Plan batches for images of these original sizes."""

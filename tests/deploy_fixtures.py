@@ -24,6 +24,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ppdet_ext_deploy.imageio import list_images
 from ppdet_ext_deploy.meta import write_meta
 
 SHARED_DATA = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data"))
@@ -192,9 +193,7 @@ def coco_labels() -> List[str]:
 
 
 def coco_mini_images(n: Optional[int] = None) -> List[str]:
-    d = os.path.join(COCO_MINI, "images")
-    files = sorted(os.path.join(d, f) for f in os.listdir(d) if f.lower().endswith((".jpg", ".png")))
-    return files[:n] if n else files
+    return list_images(os.path.join(COCO_MINI, "images"), n)
 
 
 def write_bad_images(out_dir: str) -> Dict[str, str]:

@@ -100,3 +100,34 @@ def test_load_meta(tmp_path):
         load_meta(d)
     with pytest.raises(FileNotFoundError):
         load_meta(os.path.join(d, "nope"))
+
+
+def test_list_images_folder_glob_files_and_limit(tmp_path):
+    from ppdet_ext_deploy.imageio import list_images
+
+    for name in ("b.jpg", "a.PNG", "c.txt", "d.webp"):
+        (tmp_path / name).write_bytes(b"")
+    folder = str(tmp_path)
+    assert [os.path.basename(p) for p in list_images(folder)] == ["a.PNG", "b.jpg", "d.webp"]
+    assert [os.path.basename(p) for p in list_images(folder, 2)] == ["a.PNG", "b.jpg"]
+    assert [os.path.basename(p) for p in list_images(os.path.join(folder, "*.jpg"))] == ["b.jpg"]
+    mixed = list_images(["missing.jpg", folder], require=False)  # order kept, missing kept
+    assert mixed[0] == "missing.jpg" and len(mixed) == 4
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images in"):
+        list_images(str(tmp_path / "empty"))
+    assert list_images(str(tmp_path / "empty"), require=False) == []
+
+
+def test_annotated_images_default_to_the_coco_layout(tmp_path):
+    import json
+
+    from ppdet_ext_deploy.imageio import annotated_images, default_image_dir
+
+    ann = tmp_path / "data" / "annotations" / "instances.json"
+    ann.parent.mkdir(parents=True)
+    ann.write_text(json.dumps({"images": [{"file_name": "z.jpg"}, {"file_name": "a.jpg"}]}))
+    images = str(tmp_path / "data" / "images")
+    assert default_image_dir(str(ann)) == images
+    assert annotated_images(str(ann)) == [os.path.join(images, "z.jpg"), os.path.join(images, "a.jpg")]
+    assert annotated_images(str(ann), "elsewhere") == ["elsewhere/z.jpg", "elsewhere/a.jpg"]

@@ -20,9 +20,9 @@ def export_dir(tmp_path_factory):
 
 
 def test_run_sweep_rows_and_files(export_dir, tmp_path):
-    from ppdet_ext_deploy.coco_eval import image_paths
+    from ppdet_ext_deploy.imageio import annotated_images
 
-    images = image_paths(ANN, os.path.join(COCO_MINI, "images"))[:10]
+    images = annotated_images(ANN, os.path.join(COCO_MINI, "images"))[:10]
     result = run_sweep(export_dir, images, batch_sizes=(1, 4), policies=("none", "shape"),
                        backend_options={"paddle-cpu": {"threads": 1}}, eval_ann=ANN,
                        eval_images=images)
@@ -66,14 +66,15 @@ def test_cli_writes_outputs(export_dir, tmp_path, capsys):
 @pytest.mark.slow
 def test_real_picodet_onnx_reaches_known_ap(tmp_path, shared_data):
     """Decode + NMS + COCO eval reproduce the known AP 0.335 of PicoDet-S 416 on coco_val158."""
-    from ppdet_ext_deploy.coco_eval import coco_ap, image_paths
+    from ppdet_ext_deploy.coco_eval import coco_ap
+    from ppdet_ext_deploy.imageio import annotated_images
     from ppdet_ext_deploy.runner import Runner
 
     if not os.path.isfile(PICODET_ONNX):
         pytest.skip(f"{PICODET_ONNX} not found")
     d = build_picodet_onnx_export(str(tmp_path / "pico"))
     ann = os.path.join(shared_data, "coco_val158", "annotations", "instances_val158.json")
-    paths = image_paths(ann, os.path.join(shared_data, "coco_val158", "images"))
+    paths = annotated_images(ann)
     rep = Runner(d, backend="onnxruntime", batch_size=4, policy="buckets").run(paths)
     assert rep.errors == []
     ap = coco_ap(rep.results, ann)["AP"]

@@ -12,6 +12,7 @@ import pytest
 
 import ppdet_ext_deploy  # noqa: F401
 from ppdet_ext_deploy import meta as contract
+from ppdet_ext_deploy.imageio import list_images
 from conftest import COCO_MINI, REPO
 
 DOC = os.path.join(REPO, "docs", "export_format.md")
@@ -106,7 +107,7 @@ def test_export_to_backend_reads_the_metadata_through_one_reader(tmp_path, monke
             runpy.run_path(os.path.join(REPO, "tools", tool), run_name="__main__")
         except SystemExit as e:
             assert e.code in (0, None), tool
-    image = os.path.join(COCO_MINI, "images", sorted(os.listdir(os.path.join(COCO_MINI, "images")))[0])
+    image = list_images(os.path.join(COCO_MINI, "images"), 1)[0]
     for backend in ("paddle-cpu", "onnxruntime"):
         runner = Runner(out, backend=backend, backend_options={"threads": 1})
         assert runner.run([image]).images_ok == 1

@@ -6,9 +6,10 @@ import pytest
 
 from bad_images import make_bad_images
 from conftest import COCO_MINI
+from ppdet_ext_deploy.imageio import list_images
 from ppdet_ext.data.image_io import ImageReadError, read_image
 
-GOOD = os.path.join(COCO_MINI, "images", sorted(os.listdir(os.path.join(COCO_MINI, "images")))[0])
+GOOD = list_images(os.path.join(COCO_MINI, "images"), 1)[0]
 
 
 @pytest.fixture(scope="module")

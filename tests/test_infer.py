@@ -8,8 +8,9 @@ import pytest
 from bad_images import make_bad_images
 from conftest import COCO_MINI, PYTHON, REPO
 from gfl_helpers import write_test_config
+from ppdet_ext_deploy.imageio import list_images
 
-GOOD = os.path.join(COCO_MINI, "images", sorted(os.listdir(os.path.join(COCO_MINI, "images")))[0])
+GOOD = list_images(os.path.join(COCO_MINI, "images"), 1)[0]
 
 
 @pytest.fixture(scope="module")

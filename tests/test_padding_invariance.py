@@ -21,6 +21,7 @@ import paddle
 import pytest
 
 from conftest import REPO
+from ppdet_ext_deploy.imageio import list_images
 from padding_helpers import _padded, _paddle_inference, _program_ops, _randomize
 
 from ppdet_ext.export import padding_mask as pm
@@ -453,8 +454,6 @@ def test_real_picodet_isolation_se_vs_border(shared_data):
     """Issue #4 isolation, 2 coco_val158 images, own canvas vs +192 px padding (|dscore| at
     the image's cells): the SE pools alone (oracle: pooled vectors copied from the own
     canvas) leave large border differences; masking every spatial layer removes them."""
-    import glob
-
     from ppdet.utils.checkpoint import load_weight
     from ppdet_ext.convert.parity import keep_ratio_batch
     from ppdet_ext.convert.picodet_onnx import build_model
@@ -466,7 +465,7 @@ def test_real_picodet_isolation_se_vs_border(shared_data):
                                         "picodet_s_416_coco_ext_keep_ratio_short416.yml"))
     load_weight(model, weights)
     model.eval()
-    paths = sorted(glob.glob(os.path.join(shared_data, "coco_val158", "images", "*.jpg")))[:2]
+    paths = list_images(os.path.join(shared_data, "coco_val158", "images"), 2)
     worst = {}
     for p in paths:
         own = keep_ratio_batch([p])

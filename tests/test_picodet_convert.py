@@ -4,13 +4,13 @@ The conversion tests need the real ONNX file in ../shared/data/models and skip w
 reason without it; the adapter/BN tests run anywhere (random weights, tiny inputs).
 Tolerances (float32, CPU): scores 1e-4 abs, DFL logits 1e-3 abs, boxes 0.02 px.
 """
-import glob
 import os
 
 import numpy as np
 import pytest
 
 from conftest import REPO, SHARED_DATA
+from ppdet_ext_deploy.imageio import list_images
 
 CONFIG_320 = os.path.join(REPO, "configs", "picodet", "picodet_s_320_coco_ext.yml")
 ONNX_320 = os.path.join(SHARED_DATA, "models", "picodet_s_320_coco.onnx")
@@ -76,7 +76,7 @@ def test_dygraph_matches_onnx_on_real_images(converted, shared_data):
     from ppdet_ext.convert.parity import compare_raw, preprocess_image
 
     model, _ = converted
-    paths = sorted(glob.glob(os.path.join(IMAGES, "*.jpg")))[:2]
+    paths = list_images(os.path.join(IMAGES, "*.jpg"), 2, require=False)
     if not paths:
         pytest.skip(f"no images in {IMAGES}")
     diffs = compare_raw(model, ONNX_320, [preprocess_image(p, 320) for p in paths])

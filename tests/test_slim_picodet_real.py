@@ -24,7 +24,8 @@ def picodet_fp32(repo_cwd, shared_data, tmp_path):
 
 
 def test_bn_fold_exact_and_int8_within_one_ap(picodet_fp32, tmp_path):
-    from ppdet_ext_deploy.coco_eval import coco_ap, image_paths
+    from ppdet_ext_deploy.coco_eval import coco_ap
+    from ppdet_ext_deploy.imageio import annotated_images
     from ppdet_ext_deploy.meta import load_meta
     from ppdet_ext.slim.bn_fold import fold_batch_norm
     from ppdet_ext.slim.calib import calib_batches, calib_files
@@ -48,7 +49,7 @@ def test_bn_fold_exact_and_int8_within_one_ap(picodet_fp32, tmp_path):
     skip = ranked[:8]
     # calibrate on coco_bench600 (disjoint from the evaluation set)
     calib = calib_files(os.path.join(shared, "coco_bench600", "images"), 16)
-    paths = image_paths(ann, images)
+    paths = annotated_images(ann, images)
 
     def ap_of(model_dir, backend):
         r = Runner(model_dir, backend=backend)

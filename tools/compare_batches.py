@@ -19,9 +19,9 @@ import json
 import sys
 
 import ppdet_ext_deploy  # noqa: F401  (zlib before paddle)
-from ppdet_ext_deploy.benchmark import list_images
 from ppdet_ext_deploy.compare import MatchReport, Tolerance, match_detections
 from ppdet_ext_deploy.formats import FORMATS
+from ppdet_ext_deploy.imageio import list_images
 from ppdet_ext_deploy.planner import POLICIES
 from ppdet_ext_deploy.runner import Runner
 

@@ -6,11 +6,11 @@ with identity BatchNorms, saves a .pdparams, and optionally checks the result ag
 ONNX file on real images (--verify N).
 """
 import argparse
-import glob
 import os
 import sys
 
 import ppdet_ext  # noqa: F401  (before paddle: see ppdet_ext/compat/zlib_first.py)
+from ppdet_ext_deploy.imageio import list_images
 
 EXAMPLES = [
     "python tools/convert_picodet_onnx.py --onnx ../shared/data/models/picodet_s_416_coco.onnx "
@@ -56,9 +56,9 @@ def main(argv=None):
         from ppdet_ext.convert import trace_conv_slots
         from ppdet_ext.convert.parity import compare_per_conv, compare_raw, preprocess_image
 
-        paths = sorted(glob.glob(os.path.join(args.images, "*.jpg")))[: args.verify]
+        paths = list_images(args.images, args.verify, require=False)
         if not paths:
-            sys.stderr.write(f"error: no .jpg images in {args.images}\n")
+            sys.stderr.write(f"error: no images in {args.images}\n")
             return 2
         size = onnx_input_hw(args.onnx)[0]
         images = [preprocess_image(p, size) for p in paths]

@@ -92,10 +92,10 @@ def convert(model_dir, output_dir, *, quant="fp16", calib=None, calib_images=100
                 q = "fp16" if graph == "decoder" else quant
                 f.write(op_report_markdown(ops, f"{name}{label} ({q}, rk3588)", command) + "\n")
         if eval_ann:
-            from ppdet_ext_deploy.coco_eval import coco_ap, image_paths
+            from ppdet_ext_deploy.coco_eval import coco_ap
+            from ppdet_ext_deploy.imageio import annotated_images
 
-            images = eval_images or os.path.join(os.path.dirname(os.path.dirname(eval_ann)), "images")
-            paths = image_paths(eval_ann, images)[:eval_limit]
+            paths = annotated_images(eval_ann, eval_images)[:eval_limit]
             t = time.perf_counter()
             rep = runner.run(paths)
             ap = coco_ap(rep.results, eval_ann, category_ids=runner.meta.category_ids)

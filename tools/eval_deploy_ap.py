@@ -10,8 +10,9 @@ import sys
 import time
 
 import ppdet_ext_deploy  # noqa: F401  (zlib first)
-from ppdet_ext_deploy.coco_eval import coco_ap, image_paths
+from ppdet_ext_deploy.coco_eval import coco_ap
 from ppdet_ext_deploy.formats import FORMATS
+from ppdet_ext_deploy.imageio import annotated_images
 from ppdet_ext_deploy.runner import Runner
 
 EXAMPLES = [
@@ -40,8 +41,7 @@ def main(argv=None):
     for kv in args.option:
         k, _, v = kv.partition("=")
         opts[k] = yaml.safe_load(v)
-    images = args.images or os.path.join(os.path.dirname(os.path.dirname(args.ann)), "images")
-    paths = image_paths(args.ann, images)
+    paths = annotated_images(args.ann, args.images)
     t = time.perf_counter()
     runner = Runner(args.model_dir, backend=args.backend, backend_options=opts,
                     batch_size=args.batch_size, policy=args.policy)

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 import ppdet_ext_deploy  # noqa: F401  (zlib before paddle)
-from ppdet_ext_deploy.benchmark import IMAGE_EXTS
 from ppdet_ext_deploy.formats import FORMATS
+from ppdet_ext_deploy.imageio import list_images
 from ppdet_ext_deploy.planner import POLICIES
 from ppdet_ext_deploy.runner import Runner
 
@@ -41,19 +40,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def expand(items):
-    out = []
-    for it in items:
-        if os.path.isdir(it):
-            out += sorted(os.path.join(it, f) for f in os.listdir(it) if f.lower().endswith(IMAGE_EXTS))
-        else:
-            out.append(it)
-    return out
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
-    paths = expand(args.images)
+    paths = list_images(args.images, require=False)  # missing files are reported by the runner
     opts = {"threads": args.threads} if args.threads is not None else None
     runner = Runner(args.model, backend=args.backend, backend_options=opts, batch_size=args.batch_size,
                     policy=args.policy, workers=args.workers)

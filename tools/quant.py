@@ -80,15 +80,14 @@ def _parse_setting(text):
 
 
 def cmd_compare(args):
-    from ppdet_ext_deploy.coco_eval import image_paths
+    from ppdet_ext_deploy.imageio import annotated_images
     from ppdet_ext.slim.calib import calib_batches, calib_files
     from ppdet_ext.slim.compare import compare, to_markdown
     from ppdet_ext_deploy.meta import load_meta
     from ppdet_ext_deploy.benchmark import environment
 
     settings = [_parse_setting(s) for s in args.setting]
-    eval_images = image_paths(args.ann, args.images or os.path.join(
-        os.path.dirname(os.path.dirname(args.ann)), "images")) if args.ann else []
+    eval_images = annotated_images(args.ann, args.images) if args.ann else []
     time_images = (eval_images or calib_files(args.images))[: args.time_images]
     corr = list(calib_batches(load_meta(settings[0].model_dir), time_images[: args.corr_images]))
     rows = compare(settings, eval_images=eval_images[: args.eval_limit or None], ann_file=args.ann,

@@ -22,8 +22,9 @@ import shlex
 import sys
 
 import ppdet_ext_deploy  # noqa: F401  (zlib before paddle)
-from ppdet_ext_deploy.benchmark import list_images, run_sweep
+from ppdet_ext_deploy.benchmark import run_sweep
 from ppdet_ext_deploy.formats import FORMATS
+from ppdet_ext_deploy.imageio import annotated_images, list_images
 from ppdet_ext_deploy.planner import POLICIES
 from ppdet_ext_deploy.sweep_report import format_table, write_all
 
@@ -85,9 +86,7 @@ def main(argv=None) -> int:
         options[be] = opts
     eval_images = None
     if args.eval_ann and args.eval_images:
-        from ppdet_ext_deploy.coco_eval import image_paths
-
-        eval_images = image_paths(args.eval_ann, args.eval_images)
+        eval_images = annotated_images(args.eval_ann, args.eval_images)
 
     bar = progress = None
     if not args.no_progress:

@@ -12,7 +12,6 @@ complete but refuse to start there, with a message saying so (checked in ``forma
 """
 from __future__ import annotations
 
-import glob
 import logging
 import os
 from typing import Any, Dict, List, Optional, Sequence
@@ -170,20 +169,12 @@ class PaddleInferenceBackend(Backend):
 
     def _calibrate(self) -> None:
         """Feed calibration images once (Paddle-TRT writes the INT8 table as it goes)."""
-        from ..imageio import decode_rgb
-        from ..preprocess import Preprocessor, round_up
+        from ..imageio import list_images
+        from ..preprocess import Preprocessor, preprocess_path
 
         pre = Preprocessor(self.meta.preprocess)
-        files = sorted(glob.glob(os.path.join(self.calib_dir, "*")))[: self.calib_images]
-        if not files:
-            raise FileNotFoundError(f"calib_dir {self.calib_dir} holds no images")
-        s = self.meta.stride
-        for f in files:
-            img, _ = decode_rgb(f)
-            h, w = pre.resized_hw(*img.shape[:2])
-            x = np.zeros((1, 3, round_up(h, s), round_up(w, s)), np.float32)
-            x[0, :, :h, :w] = pre.apply(img, (h, w))
-            self._run(x)
+        for f in list_images(self.calib_dir, self.calib_images):
+            self._run(preprocess_path(self.meta, f, pre))
 
     # -- running --------------------------------------------------------------------------
     def _run(self, image: np.ndarray) -> List[np.ndarray]:

@@ -19,20 +19,20 @@ def write_calibration_list(meta, image_dir: str, out_dir: str, *, num: int = 100
     Returns:
         Path of ``dataset.txt`` (one ``.npy`` ``[1, 3, H, W]`` float32 path a line).
     """
+    from ..imageio import list_images
     from ..preprocess import Preprocessor, preprocess_path
 
     if meta.fixed_hw is None:
         raise ValueError("calibration needs a fixed input shape (export with --input_shape H W)")
-    files = sorted(f for f in os.listdir(image_dir) if f.lower().endswith((".jpg", ".jpeg", ".png")))
-    if not files:
-        raise FileNotFoundError(f"no images in {image_dir}")
+    files = list_images(image_dir)
     pick = np.random.RandomState(seed).permutation(len(files))[:num]
     pre = Preprocessor(meta.preprocess)
     os.makedirs(out_dir, exist_ok=True)
     lines = []
     for i in sorted(pick):
-        x = preprocess_path(meta, os.path.join(image_dir, files[i]), pre)
-        path = os.path.join(os.path.abspath(out_dir), os.path.splitext(files[i])[0] + ".npy")
+        x = preprocess_path(meta, files[i], pre)
+        name = os.path.splitext(os.path.basename(files[i]))[0]
+        path = os.path.join(os.path.abspath(out_dir), name + ".npy")
         np.save(path, x)
         lines.append(path)
     txt = os.path.join(out_dir, "dataset.txt")

@@ -6,9 +6,9 @@ the image; boxes that end up empty are dropped and counted.
 """
 import os
 
-from .coco_writer import CocoBuilder, ConversionError, image_size
+from ppdet_ext_deploy.imageio import list_images
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+from .coco_writer import CocoBuilder, ConversionError, image_size
 
 
 def read_names(path):
@@ -44,9 +44,9 @@ def convert(image_dir, label_dir, names, out_json):
     """Convert and write ``out_json``. Returns stats ``{images, boxes, dropped}``."""
     coco = CocoBuilder(names)
     dropped = 0
-    files = sorted(f for f in os.listdir(image_dir) if f.lower().endswith(IMAGE_EXTS))
-    for fname in files:
-        width, height = image_size(os.path.join(image_dir, fname))
+    for path in list_images(image_dir, require=False):
+        fname = os.path.basename(path)
+        width, height = image_size(path)
         image_id = coco.add_image(fname, width, height)
         label = os.path.join(label_dir, os.path.splitext(fname)[0] + ".txt")
         if not os.path.exists(label):

@@ -17,6 +17,7 @@ from ppdet.utils.logger import setup_logger
 
 from ppdet_ext.data.epoch_loader import seed_everything
 from ppdet_ext.data.image_io import ImageReadError, read_image
+from ppdet_ext_deploy.imageio import list_images
 
 from . import checkpoint
 from .config import dump_config
@@ -27,7 +28,6 @@ logger = setup_logger("ppdet_ext")
 
 COCO_STAT_NAMES = ["AP", "AP50", "AP75", "APs", "APm", "APl",
                    "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"]
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def run_dir(cfg):
@@ -140,20 +140,6 @@ def evaluate(cfg, user_cfg, *, weights, output_json=None):
     return metrics
 
 
-def list_images(inputs):
-    """Expand files/dirs/globs to a sorted list; unknown paths are kept (reported later)."""
-    out = []
-    for item in inputs:
-        if os.path.isdir(item):
-            out += sorted(p for p in glob.glob(os.path.join(item, "*"))
-                          if p.lower().endswith(IMAGE_EXTS))
-        elif any(c in item for c in "*?["):
-            out += sorted(glob.glob(item))
-        else:
-            out.append(item)
-    return out
-
-
 class _Predictor:
     """Dygraph predictor over the config's TestReader transforms, one image at a time."""
 
@@ -189,7 +175,7 @@ def infer(cfg, *, weights, inputs, output_dir, threshold=0.5):
     names, cat_ids = label_names(cfg)
     predictor = _Predictor(cfg, weights)
     results, errors = [], []
-    for path in list_images(inputs):
+    for path in list_images(inputs, require=False):  # unknown paths are kept, reported below
         try:
             rgb = read_image(path)
             bbox, n = predictor(rgb)

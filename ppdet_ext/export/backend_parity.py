@@ -25,7 +25,7 @@ __all__ = ["parity_inputs", "run_parity"]
 def parity_inputs(meta, image_dir=None, num=2, seed=0):
     """``[num, 3, H, W]`` float32 inputs for ``meta``'s fixed shape: real images (sorted,
     first ``num``) through the deploy preprocessing, else seeded noise."""
-    from ppdet_ext_deploy.imageio import decode_rgb
+    from ppdet_ext_deploy.imageio import decode_rgb, list_images
     from ppdet_ext_deploy.preprocess import Preprocessor
 
     h, w = meta.fixed_hw
@@ -33,15 +33,15 @@ def parity_inputs(meta, image_dir=None, num=2, seed=0):
     if not image_dir:
         return np.random.RandomState(seed).randn(num, 3, h, w).astype(np.float32), []
     pre = Preprocessor(meta.preprocess)
-    files = sorted(f for f in os.listdir(image_dir) if f.lower().endswith((".jpg", ".png")))[:num]
-    for i, f in enumerate(files):
-        img, _ = decode_rgb(os.path.join(image_dir, f))
+    paths = list_images(image_dir, num)
+    for i, path in enumerate(paths):
+        img, _ = decode_rgb(path)
         rh, rw = pre.resized_hw(*img.shape[:2])
         if rh > h or rw > w:  # keep-ratio resize larger than the fixed graph: shrink to fit
             s = min(h / rh, w / rw)
             rh, rw = min(h, int(round(rh * s))), min(w, int(round(rw * s)))
         x[i, :, :rh, :rw] = pre.apply(img, (rh, rw))
-    return x, files
+    return x, [os.path.basename(p) for p in paths]
 
 
 def _diff(a, b, match_queries=False):

@@ -3,16 +3,14 @@ export's ``infer_cfg.yml`` (the same numpy code the deploy runner uses).
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from ppdet_ext_deploy.imageio import annotated_images, list_images
 from ppdet_ext_deploy.meta import ExportMeta
 from ppdet_ext_deploy.preprocess import Preprocessor, preprocess_path
-
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def calib_files(source: str, limit: Optional[int] = None, *, image_dir: Optional[str] = None) -> List[str]:
@@ -24,13 +22,9 @@ def calib_files(source: str, limit: Optional[int] = None, *, image_dir: Optional
         limit: Keep the first ``limit`` files.
     """
     if os.path.isdir(source):
-        files = sorted(os.path.join(source, f) for f in os.listdir(source)
-                       if f.lower().endswith(IMAGE_EXTS))
+        files = list_images(source, require=False)
     elif source.endswith(".json") and os.path.isfile(source):
-        with open(source) as f:
-            names = sorted(im["file_name"] for im in json.load(f)["images"])
-        image_dir = image_dir or os.path.join(os.path.dirname(os.path.dirname(source)), "images")
-        files = [os.path.join(image_dir, n) for n in names]
+        files = sorted(annotated_images(source, image_dir))
     else:
         raise FileNotFoundError(f"calibration source {source!r} is neither a folder of images "
                                 "nor a COCO annotation .json")
