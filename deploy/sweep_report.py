@@ -1,4 +1,4 @@
-"""Write a sweep (``deploy.benchmark.run_sweep``) as CSV + JSON + PNG and a text table."""
+"""Report a sweep (``deploy.benchmark.run_sweep``): policy ratios, CSV + JSON + PNG, tables."""
 from __future__ import annotations
 
 import csv
@@ -6,7 +6,6 @@ import json
 import os
 from typing import Any, Dict, List, Mapping, Sequence
 
-from .benchmark import ratios
 
 TABLE_COLUMNS = (
     ("backend", "{}"), ("policy", "{}"), ("batch_size", "{}"), ("images_per_s", "{:.2f}"),
@@ -16,6 +15,19 @@ TABLE_COLUMNS = (
     ("image_latency_p50_ms", "{:.0f}"), ("image_latency_p99_ms", "{:.0f}"),
     ("rss_peak_mb", "{:.0f}"), ("match_unmatched", "{}"), ("AP", "{:.4f}"),
 )
+
+
+def ratios(rows: Sequence[Mapping[str, Any]], batch_size: int = 8) -> Dict[str, float]:
+    """images/s of each policy / ``none`` at ``batch_size``, per backend (same run)."""
+    out = {}
+    for be in sorted({r["backend"] for r in rows}):
+        sel = {r["policy"]: r["images_per_s"] for r in rows
+               if r["backend"] == be and r["batch_size"] == batch_size}
+        if "none" in sel:
+            for pol, v in sel.items():
+                if pol != "none":
+                    out[f"{be}/{pol}"] = v / sel["none"]
+    return out
 
 
 def _flat(row: Mapping[str, Any]) -> Dict[str, Any]:

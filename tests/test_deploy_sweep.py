@@ -7,8 +7,8 @@ import os
 import pytest
 
 import ppdet_ext_deploy  # noqa: F401
-from ppdet_ext_deploy.benchmark import ratios, run_sweep
-from ppdet_ext_deploy.sweep_report import format_table, write_all
+from ppdet_ext_deploy.benchmark import run_sweep
+from ppdet_ext_deploy.sweep_report import format_table, ratios, write_all
 from deploy_fixtures import COCO_MINI, PICODET_ONNX, build_picodet_onnx_export, build_tiny_export
 
 ANN = os.path.join(COCO_MINI, "annotations", "instances_val.json")

@@ -19,7 +19,7 @@ import json
 import sys
 
 import ppdet_ext_deploy  # noqa: F401  (zlib before paddle)
-from ppdet_ext_deploy.compare import MatchReport, Tolerance, match_detections
+from ppdet_ext_deploy.compare import Tolerance, match_images
 from ppdet_ext_deploy.formats import FORMATS
 from ppdet_ext_deploy.imageio import list_images
 from ppdet_ext_deploy.planner import POLICIES
@@ -52,6 +52,11 @@ def _run(args, paths, batch_size, policy):
         runner.close()
 
 
+def _dets(report):
+    """Each image's detections, ``None`` where it failed (skipped by the match)."""
+    return [r.dets if r.ok else None for r in report.results]
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     tol = Tolerance(min_score=args.min_score, score_tol=args.score_tol, iou_min=args.iou_min,
@@ -61,17 +66,12 @@ def main(argv=None) -> int:
     rows, ok = [], not ref.errors
     for policy in args.policies:
         got = _run(args, paths, args.batch_size, policy)
-        match = MatchReport()
-        for a, b in zip(ref.results, got.results):
-            if a.error is None and b.error is None:
-                match = match.merge(match_detections(a.dets, b.dets, tol))
+        match = match_images(_dets(ref), _dets(got), tol)
         row = {"model": args.model, "backend": args.backend, "batch_size": args.batch_size,
                "policy": policy, "images": len(ref.results), "errors": len(got.errors),
                "waste_pct": round(100 * got.plan.waste_fraction, 2),
                "dets_bs1": int(sum(len(r.dets) for r in ref.results)),
-               "compared": match.compared, "unmatched": match.unmatched,
-               "max_score_diff": match.max_score_diff, "min_iou": match.min_iou,
-               "tolerance": vars(tol)}
+               **match.as_dict(), "tolerance": vars(tol)}
         ok = ok and match.ok and not got.errors
         rows.append(row)
         print(json.dumps(row))

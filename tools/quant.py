@@ -84,7 +84,7 @@ def cmd_compare(args):
     from ppdet_ext.slim.calib import calib_batches, calib_files
     from ppdet_ext.slim.compare import compare, to_markdown
     from ppdet_ext_deploy.meta import load_meta
-    from ppdet_ext_deploy.benchmark import environment
+    from ppdet_ext_deploy.environment import environment
 
     settings = [_parse_setting(s) for s in args.setting]
     eval_images = annotated_images(args.ann, args.images) if args.ann else []

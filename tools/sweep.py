@@ -26,7 +26,8 @@ from ppdet_ext_deploy.benchmark import run_sweep
 from ppdet_ext_deploy.formats import FORMATS
 from ppdet_ext_deploy.imageio import annotated_images, list_images
 from ppdet_ext_deploy.planner import POLICIES
-from ppdet_ext_deploy.sweep_report import format_table, write_all
+from ppdet_ext_deploy.plan_sweep import plan_sweep
+from ppdet_ext_deploy.sweep_report import format_table, write_all, write_csv, write_json
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -56,25 +57,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    images = list_images(args.images, args.limit)
-    if args.plan_only:
-        import json
+def _command(argv) -> str:
+    return "python tools/sweep.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
 
-        from ppdet_ext_deploy.benchmark import plan_sweep
-        from ppdet_ext_deploy.sweep_report import write_csv
 
-        result = plan_sweep(args.model, images, batch_sizes=args.batch_sizes, policies=args.policies,
-                            num_buckets=args.num_buckets)
-        result["command"] = "python tools/sweep.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-        write_csv(f"{args.out}.csv", result["rows"])
-        with open(f"{args.out}.json", "w") as f:
-            json.dump(result, f, indent=1, default=str)
-        for r in result["rows"]:
-            print(f"{r['policy']:>12} bs={r['batch_size']:<3} waste {r['waste_pct']:5.1f}%  "
-                  f"batches {r['batches']:4d}  shapes {r['distinct_shapes']:3d}  Mpix fed {r['mpix_fed']:.1f}")
-        return 0
+def plan_only(args, images, argv) -> int:
+    """Padding waste / shapes / batches per configuration from image headers; no model run."""
+    result = plan_sweep(args.model, images, batch_sizes=args.batch_sizes, policies=args.policies,
+                        num_buckets=args.num_buckets)
+    result["command"] = _command(argv)
+    write_csv(f"{args.out}.csv", result["rows"])
+    write_json(f"{args.out}.json", result)
+    for r in result["rows"]:
+        print(f"{r['policy']:>12} bs={r['batch_size']:<3} waste {r['waste_pct']:5.1f}%  "
+              f"batches {r['batches']:4d}  shapes {r['distinct_shapes']:3d}  Mpix fed {r['mpix_fed']:.1f}")
+    return 0
+
+
+def backend_options(args):
+    """``{backend: options}`` from --threads / --no-mkldnn, for the backends that take them."""
     options = {}
     for be in args.backend:
         fmt = next(f for f in FORMATS if f.name == be)
@@ -84,35 +85,46 @@ def main(argv=None) -> int:
         if "mkldnn" in fmt.options:
             opts["mkldnn"] = not args.no_mkldnn
         options[be] = opts
-    eval_images = None
-    if args.eval_ann and args.eval_images:
-        eval_images = annotated_images(args.eval_ann, args.eval_images)
+    return options
 
-    bar = progress = None
-    if not args.no_progress:
-        from tqdm import tqdm
 
-        n_bs = len(args.batch_sizes) * len(args.policies) - (len(args.policies) - 1) * (1 in args.batch_sizes)
-        n_cfg = len(args.backend) * n_bs * args.repeats
-        bar = tqdm(total=n_cfg * len(images), unit="img", dynamic_ncols=True)
-        state = {"key": None, "done": 0}
+def progress_bar(args, images):
+    """``(bar, progress callback)``: a tqdm bar over every timed image, or ``(None, None)``."""
+    if args.no_progress:
+        return None, None
+    from tqdm import tqdm
 
-        def progress(key, done, total):
-            if key != state["key"] or done < state["done"]:
-                state.update(key=key, done=0)
-                bar.set_description(key, refresh=False)
-            bar.update(done - state["done"])
-            state["done"] = done
+    n_bs = len(args.batch_sizes) * len(args.policies) - (len(args.policies) - 1) * (1 in args.batch_sizes)
+    bar = tqdm(total=len(args.backend) * n_bs * args.repeats * len(images), unit="img",
+               dynamic_ncols=True)
+    state = {"key": None, "done": 0}
 
+    def progress(key, done, total):
+        if key != state["key"] or done < state["done"]:
+            state.update(key=key, done=0)
+            bar.set_description(key, refresh=False)
+        bar.update(done - state["done"])
+        state["done"] = done
+
+    return bar, progress
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    images = list_images(args.images, args.limit)
+    if args.plan_only:
+        return plan_only(args, images, argv)
+    eval_images = annotated_images(args.eval_ann, args.eval_images) if args.eval_ann else None
+    bar, progress = progress_bar(args, images)
     result = run_sweep(args.model, images, batch_sizes=args.batch_sizes, policies=args.policies,
-                       backends=args.backend, backend_options=options, num_buckets=args.num_buckets,
-                       workers=args.workers, prefetch=args.prefetch, repeats=args.repeats,
-                       post_thread=not args.post_inline,
+                       backends=args.backend, backend_options=backend_options(args),
+                       num_buckets=args.num_buckets, workers=args.workers, prefetch=args.prefetch,
+                       repeats=args.repeats, post_thread=not args.post_inline,
                        eval_ann=args.eval_ann, eval_images=eval_images,
                        eval_batch_sizes=args.eval_batch_sizes, progress=progress)
     if bar is not None:
         bar.close()
-    result["command"] = "python tools/sweep.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    result["command"] = _command(argv)
     result["model"] = args.model
     result["images"] = {"folder": args.images, "count": len(images)}
     title = f"{args.model} on {args.images} ({len(images)} images), {', '.join(args.backend)}"

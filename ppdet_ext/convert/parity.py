@@ -15,6 +15,8 @@ from typing import Dict, List
 
 import numpy as np
 
+from ppdet_ext_deploy.compare import max_abs_diff
+
 __all__ = ["preprocess_image", "onnx_level_outputs", "decode_dfl_numpy", "compare_raw",
            "compare_per_conv", "keep_ratio_batch", "compare_paddle_inference"]
 
@@ -94,7 +96,7 @@ def compare_raw(model, onnx_path, images: List[np.ndarray]) -> Dict[str, float]:
     diffs: Dict[str, float] = {}
 
     def upd(key, a, b):
-        diffs[key] = max(diffs.get(key, 0.0), float(np.abs(a - b).max()))
+        diffs[key] = max(diffs.get(key, 0.0), max_abs_diff(a, b))
 
     head = model.head
     for image in images:
@@ -145,8 +147,7 @@ def compare_per_conv(model, onnx_path, image, slots) -> List[tuple]:
     finally:
         for h in hooks:
             h.remove()
-    return [(float(np.abs(ref[k] - got[k]).max()), float(np.abs(ref[k]).max()))
-            for k in range(len(convs))]
+    return [(max_abs_diff(got[k], ref[k]), float(np.abs(ref[k]).max())) for k in range(len(convs))]
 
 
 def keep_ratio_batch(paths, target=(416, 704), stride=32, interp=None):
@@ -198,6 +199,6 @@ def compare_paddle_inference(export_dir, model, batches, *, threads=2, mkldnn=Fa
         for key, a, b in zip(("scores", "boxes_px"), got, ref):
             if a.shape != b.shape:
                 raise ValueError(f"{key}: exported shape {a.shape} != dygraph {b.shape}")
-            diffs[key] = max(diffs[key], float(np.abs(a - b).max()))
+            diffs[key] = max(diffs[key], max_abs_diff(a, b))
     backend.close()
     return diffs

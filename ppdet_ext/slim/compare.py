@@ -6,7 +6,6 @@ them alike. Speed ratios are taken within a round; report them, not absolute tim
 """
 from __future__ import annotations
 
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence
@@ -14,7 +13,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ppdet_ext_deploy import Runner
-
+from ppdet_ext_deploy.compare import correlation
+from ppdet_ext_deploy.timing import interleave, round_ratios, spread
 
 
 @dataclass
@@ -27,14 +27,55 @@ class Setting:
 
 def output_correlation(ref_runner, runner, batches: Sequence[np.ndarray]) -> Dict[str, float]:
     """Pearson correlation of raw graph outputs (per output, all batches concatenated)."""
-    out = {}
     refs = [ref_runner.backend.infer(x) for x in batches]
     gots = [runner.backend.infer(x) for x in batches]
-    for i in range(len(refs[0])):
-        r = np.concatenate([np.asarray(o[i], np.float64).ravel() for o in refs])
-        g = np.concatenate([np.asarray(o[i], np.float64).ravel() for o in gots])
-        out[f"corr_{i}"] = float(np.corrcoef(r, g)[0, 1])
-    return out
+    flat = lambda outs, i: np.concatenate([np.asarray(o[i]).ravel() for o in outs])  # noqa: E731
+    return {f"corr_{i}": correlation(flat(gots, i), flat(refs, i)) for i in range(len(refs[0]))}
+
+
+def _load(settings: Sequence[Setting], threads: int, warm_images: Sequence[str]) -> List[Runner]:
+    runners = []
+    for s in settings:
+        opts = dict(s.options)
+        if threads and s.backend.startswith(("paddle-cpu", "onnxruntime")):
+            opts.setdefault("threads", threads)
+        r = Runner(s.model_dir, backend=s.backend, backend_options=opts, batch_size=1)
+        r.warmup(warm_images)
+        runners.append(r)
+    return runners
+
+
+def _add_ap(rows, runners, eval_images, ann_file, log) -> None:
+    from ppdet_ext_deploy.coco_eval import coco_ap
+
+    for row, r in zip(rows, runners):
+        t = time.perf_counter()
+        rep = r.run(eval_images)
+        row.update(coco_ap(rep.results, ann_file, category_ids=r.meta.category_ids))
+        row["eval_images"] = rep.images_ok
+        row["eval_errors"] = len(rep.errors)
+        log(f"[AP] {row['label']}: AP {row['AP']:.4f} ({time.perf_counter() - t:.0f}s)")
+
+
+def _add_speed(rows, runners, time_images, rounds, log) -> None:
+    """images/s (whole pipeline) and inference-only images/s of each setting, interleaved."""
+    def run(k, rnd):
+        rep = runners[k].run(time_images)
+        infer = sum(b.infer_s for b in rep.timings)
+        log(f"[speed] round {rnd}: {rows[k]['label']} {rep.images_per_s:.2f} img/s")
+        return rep.images_per_s, rep.images_ok / infer if infer else 0.0
+
+    runs = interleave(range(len(rows)), run, rounds)
+    for k, row in enumerate(rows):
+        ips, infer_ips = ([r[i] for r in runs[k]] for i in (0, 1))
+        ref_ips, ref_infer = ([r[i] for r in runs[0]] for i in (0, 1))
+        row["images_per_s_runs"] = ips
+        row["images_per_s"] = spread(ips)["median"]
+        row["infer_only_images_per_s"] = spread(infer_ips)["median"]
+        row["speedup_vs_first"] = spread(round_ratios(ips, ref_ips))["median"]
+        row["infer_speedup_vs_first"] = spread(round_ratios(infer_ips, ref_infer))["median"]
+        row["time_images"] = len(time_images)
+        row["rounds"] = rounds
 
 
 def compare(settings: Sequence[Setting], *, eval_images: Sequence[str], ann_file: Optional[str],
@@ -43,16 +84,7 @@ def compare(settings: Sequence[Setting], *, eval_images: Sequence[str], ann_file
     """AP (once, on ``eval_images``) and images/s (median of ``rounds`` interleaved runs
     over ``time_images``) per setting; ``speedup`` is relative to the first setting within
     each round (median over rounds)."""
-    from ppdet_ext_deploy.coco_eval import coco_ap
-
-    runners = []
-    for s in settings:
-        opts = dict(s.options)
-        if threads and s.backend.startswith(("paddle-cpu", "onnxruntime")):
-            opts.setdefault("threads", threads)
-        r = Runner(s.model_dir, backend=s.backend, backend_options=opts, batch_size=1)
-        r.warmup(time_images[:1])
-        runners.append(r)
+    runners = _load(settings, threads, time_images[:1])
     rows = [{"label": s.label, "model_dir": s.model_dir, "backend": s.backend,
              "options": dict(s.options), "backend_desc": r.backend.describe()}
             for s, r in zip(settings, runners)]
@@ -60,31 +92,8 @@ def compare(settings: Sequence[Setting], *, eval_images: Sequence[str], ann_file
         for row, r in zip(rows, runners):
             row.update(output_correlation(runners[0], r, corr_batches))
     if ann_file:
-        for row, r in zip(rows, runners):
-            t = time.perf_counter()
-            rep = r.run(eval_images)
-            row.update(coco_ap(rep.results, ann_file, category_ids=r.meta.category_ids))
-            row["eval_images"] = rep.images_ok
-            row["eval_errors"] = len(rep.errors)
-            log(f"[AP] {row['label']}: AP {row['AP']:.4f} ({time.perf_counter() - t:.0f}s)")
-    per_round: List[List[float]] = []
-    for rnd in range(rounds):
-        ips = []
-        for row, r in zip(rows, runners):
-            rep = r.run(time_images)
-            infer = sum(b.infer_s for b in rep.timings)
-            ips.append((rep.images_per_s, rep.images_ok / infer if infer else 0.0))
-        per_round.append(ips)
-        log(f"[speed] round {rnd}: " + ", ".join(f"{row['label']} {v[0]:.2f} img/s"
-                                                 for row, v in zip(rows, ips)))
-    for k, row in enumerate(rows):
-        row["images_per_s_runs"] = [p[k][0] for p in per_round]
-        row["images_per_s"] = statistics.median(row["images_per_s_runs"])
-        row["infer_only_images_per_s"] = statistics.median([p[k][1] for p in per_round])
-        row["speedup_vs_first"] = statistics.median([p[k][0] / p[0][0] for p in per_round])
-        row["infer_speedup_vs_first"] = statistics.median([p[k][1] / p[0][1] for p in per_round])
-        row["time_images"] = len(time_images)
-        row["rounds"] = rounds
+        _add_ap(rows, runners, eval_images, ann_file, log)
+    _add_speed(rows, runners, time_images, rounds, log)
     for r in runners:
         r.close()
     return rows
