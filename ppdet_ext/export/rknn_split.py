@@ -25,12 +25,11 @@ The export directory is a normal one (``model.pdmodel``, unsplit ``model.onnx``,
 Every graph of the directory (the unsplit ones too) uses the gather-free sampling; the model
 object is switched back afterwards.
 
-This re-implements ``ExtRTDETRDecoder``'s eval path around its ``_select_queries`` (which we do
-not edit); the decoder part carries box logits from layer to layer instead of the
-``inverse_sigmoid(sigmoid(z))`` round trip (no ``Log``), so it equals the unsplit graph up to
-float rounding (~1e-7), not bit for bit. See docs/onnx_rknn.md.
+The parts are the decoder's own public methods: ``encoder_outputs`` (everything before the
+query selection) and ``decode_from_logits`` (the decoder layers carrying box logits instead of
+the ``inverse_sigmoid(sigmoid(z))`` round trip: no ``Log``), so the split equals the unsplit
+graph up to float rounding (~1e-7), not bit for bit. See docs/onnx_rknn.md.
 """
-import math
 import os
 
 import onnx
@@ -41,6 +40,7 @@ from paddle.static import InputSpec
 
 from ppdet_ext_deploy.meta import write_meta
 
+from ..modeling.rtdetr.box_ops import cxcywh_to_xyxy
 from .exporter import build_model, export_model
 from .metadata import ExportError
 from .onnx_export import DEFAULT_OPSET, export_onnx, fold_fixed_shape, paddle_to_onnx
@@ -52,8 +52,6 @@ __all__ = ["RTDETREncoderPart", "RTDETRDecoderPart", "export_rtdetr_split",
 FORBIDDEN_NPU_OPS = ("GridSample", "TopK", "GatherND", "Range", "NonMaxSuppression", "Shape")
 ENCODER_OUTPUTS = ("enc_logits", "out_memory", "enc_coord", "memory")
 DECODER_INPUTS = ("target", "ref_unact", "memory")
-# inverse_sigmoid(sigmoid(z)) == clip(z, -c, c) with c = log(1 / eps), eps = 1e-5 (box_ops)
-_LOGIT_CLIP = math.log(1.0 / 1e-5)
 
 
 def _sampling_methods(model):
@@ -66,9 +64,9 @@ def _set_gather_free(model, enable):
             if hasattr(m, "set_gather_free") and getattr(m, "method", None) == "discrete"}
 
 
-def _cxcywh_to_xyxy(b):
-    cxcy, wh = b[..., :2], b[..., 2:]
-    return paddle.concat([cxcy - 0.5 * wh, cxcy + 0.5 * wh], axis=-1)
+def _features(model, image):
+    """Neck maps ``[B, C_l, H_l, W_l]`` of ``image``: the architecture's backbone and neck."""
+    return model.neck(model.backbone({"image": image}))
 
 
 class RTDETREncoderPart(nn.Layer):
@@ -80,12 +78,8 @@ class RTDETREncoderPart(nn.Layer):
         self.model = model
 
     def forward(self, image):
-        dec = self.model.transformer
-        memory, shapes = dec._flatten_memory(self.model._features(image))
-        anchors, valid = dec._anchors(shapes)
-        out_memory = dec.enc_output_norm(dec.enc_output_proj(memory * valid))
-        enc_logits = dec.enc_score_head(out_memory)
-        enc_coord = dec.enc_bbox_head(out_memory) + anchors
+        memory, _, out_memory, enc_logits, enc_coord = \
+            self.model.transformer.encoder_outputs(_features(self.model, image))
         # the CPU side takes max over classes + top-k (RKNN runs ReduceMax and TopK on the CPU);
         # channels first: RKNN transposes [1, L, 4] on the CPU (4 is not a multiple of 8), and
         # the decoder takes memory channels first as well (no transpose on either side)
@@ -102,22 +96,14 @@ class RTDETRDecoderPart(nn.Layer):
         self.input_hw = (int(input_hw[0]), int(input_hw[1]))
 
     def forward(self, target, ref_unact, memory):
-        """``ExtRTDETRDecoder._decode`` in eval mode, with the reference boxes carried as
-        logits ``z``: ``inverse_sigmoid(sigmoid(z))`` becomes ``clip(z)`` (RKNN: Log runs on
-        the CPU; in fp16 the round trip would also lose the logit of boxes near 0 or 1).
-        ``memory`` arrives channels first, ``[1, D, L]``, as the encoder part writes it."""
-        dec = self.model.transformer
-        memory = memory.transpose([0, 2, 1])
-        z, out = ref_unact, target
-        for i in range(dec.eval_idx + 1):
-            ref = F.sigmoid(z)
-            pos = dec.query_pos_head(ref)
-            out = dec.layers[i](out, ref.unsqueeze(2), memory, self.spatial_shapes, None, pos)
-            z = dec.dec_bbox_head[i](out) + z.clip(min=-_LOGIT_CLIP, max=_LOGIT_CLIP)
-        logits = dec.dec_score_head[dec.eval_idx](out)
+        """``target [1, K, D]``, ``ref_unact [1, K, 4]`` cxcywh logits, ``memory [1, D, L]``
+        (channels first, as the encoder part writes it) -> ``scores [1, K, C]`` (sigmoid),
+        ``boxes [1, K, 4]`` xyxy input pixels."""
+        z, logits = self.model.transformer.decode_from_logits(
+            target, ref_unact, memory.transpose([0, 2, 1]), self.spatial_shapes)
         h, w = self.input_hw
         whwh = paddle.to_tensor([w, h, w, h], dtype="float32")
-        return F.sigmoid(logits), _cxcywh_to_xyxy(F.sigmoid(z)) * whwh
+        return F.sigmoid(logits), cxcywh_to_xyxy(F.sigmoid(z)) * whwh
 
 
 def _save_part(layer, specs, path):
@@ -162,7 +148,7 @@ def export_rtdetr_split(cfg, output_dir, *, weights=None, model=None, input_shap
     model = model if model is not None else build_model(cfg, weights)
     model.eval()
     dec = getattr(model, "transformer", None)
-    if dec is None or not hasattr(dec, "_select_queries"):
+    if dec is None or not hasattr(dec, "decode_from_logits"):
         raise ExportError(f"{type(model).__name__} is not an RT-DETR (no transformer with "
                           "query selection): the NPU/CPU split applies to RT-DETR only")
     methods = _sampling_methods(model)
@@ -190,9 +176,7 @@ def _export_parts(cfg, output_dir, model, dec, hw, opset):
     export_onnx(output_dir, opset=opset)
 
     with paddle.no_grad():
-        probe = paddle.zeros([1, 3, h, w], "float32")
-        feats = model._features(probe)
-        _, shapes = dec._flatten_memory(feats)
+        shapes = dec.encoder_outputs(_features(model, paddle.zeros([1, 3, h, w], "float32")))[1]
     shapes = [(int(a), int(b)) for a, b in shapes]
     length = sum(a * b for a, b in shapes)
     dim, k = int(dec.hidden_dim), int(dec.num_queries)

@@ -24,6 +24,8 @@ __all__ = ['ExtRTDETRDecoder', 'gather_rows']
 
 # logit given to anchors too close to the border; finite so exported graphs hold no inf
 _INVALID_ANCHOR_LOGIT = 1e4
+# inverse_sigmoid(sigmoid(z)) == clip(z, -c, c) with c = log(1 / eps), eps = 1e-5 (box_ops)
+_LOGIT_CLIP = math.log(1.0 / 1e-5)
 
 
 def gather_rows(x, index):
@@ -223,6 +225,31 @@ class ExtRTDETRDecoder(nn.Layer):
             ``[B, Q, C]``: one per layer in training, only layer ``eval_idx`` otherwise.
         """
         return self._decode(target, ref_unact, memory, spatial_shapes, attn_mask)
+
+    def decode_from_logits(self, target, ref_unact, memory, spatial_shapes):
+        """Inference decoding (layers ``0..eval_idx``) that carries the reference boxes as
+        logits ``z`` from layer to layer: ``inverse_sigmoid(sigmoid(z))`` becomes
+        ``clip(z, -c, c)``, so the graph has no ``Log`` (an RK NPU runs Log on the CPU, and in
+        fp16 the round trip loses the logit of boxes near 0 or 1). Equals
+        :meth:`decode_queries` in eval mode to float rounding (~1e-7), not bit for bit.
+
+        Args:
+            target (Tensor): ``[B, Q, D]`` query content.
+            ref_unact (Tensor): ``[B, Q, 4]`` reference boxes, cxcywh logits.
+            memory (Tensor): ``[B, L, D]``.
+            spatial_shapes (list[tuple]): ``(h, w)`` per level.
+
+        Returns:
+            tuple: box logits ``[B, Q, 4]`` (their sigmoid: cxcywh, normalized), class
+            logits ``[B, Q, C]`` of layer ``eval_idx``.
+        """
+        z, out = ref_unact, target
+        for i in range(self.eval_idx + 1):
+            ref = F.sigmoid(z)
+            pos = self.query_pos_head(ref)
+            out = self.layers[i](out, ref.unsqueeze(2), memory, spatial_shapes, None, pos)
+            z = self.dec_bbox_head[i](out) + z.clip(min=-_LOGIT_CLIP, max=_LOGIT_CLIP)
+        return z, self.dec_score_head[self.eval_idx](out)
 
     def _select_queries(self, out_memory, enc_logits, enc_coord):
         """Top-k encoder tokens by best class score (IoU-aware through the VFL loss)."""
