@@ -11,6 +11,35 @@ def _padded(images, canvas):
     return out
 
 
+def masked_vs_alone(layer, sizes, feats, rng, canvas=(64, 64)):
+    """``layer`` on a stride-4 batch holding each ``[C, h, w]`` of ``feats`` top-left, the rest
+    "padding" (``rng`` normal + 3, what a conv + BN makes of zeros), for images of ``sizes``
+    on ``canvas``: ``(masked, plain, alone, extent)`` outputs with and without
+    ``padding_invariant``, and each feature map through the layer on its own."""
+    from ppdet_ext.export.padding_mask import padding_invariant
+
+    image = _padded([np.ones((3, h, w), np.float32) for h, w in sizes], canvas)
+    big = rng.standard_normal((len(feats), feats[0].shape[0], canvas[0] // 4, canvas[1] // 4))
+    big = big.astype("float32") + 3.0
+    for k, f in enumerate(feats):
+        big[k, :, :f.shape[1], :f.shape[2]] = f
+    with paddle.no_grad():
+        with padding_invariant(layer, paddle.to_tensor(image)) as extent:
+            masked = layer(paddle.to_tensor(big)).numpy()
+        plain = layer(paddle.to_tensor(big)).numpy()
+        alone = [layer(paddle.to_tensor(f[None])).numpy()[0] for f in feats]
+    return masked, plain, alone, extent
+
+
+def assert_region_equals_alone(masked, plain, alone, tol, effect):
+    """Each image's region of the masked output equals its output alone within ``tol``; the
+    plain output differs there by more than ``effect`` (the test can see the padding)."""
+    for k, ref in enumerate(alone):
+        h, w = ref.shape[1:]
+        np.testing.assert_allclose(masked[k, :, :h, :w], ref, atol=tol)
+        assert np.abs(plain[k, :, :h, :w] - ref).max() > effect
+
+
 def _randomize(model, seed=0):
     """He-normal conv weights and zero conv biases: ppdet's own init (std 0.01 head convs,
     prior-probability bias) leaves the scores a near-constant 0.01 that no padding moves."""

@@ -1,4 +1,4 @@
-"""Padding invariance of the GFL export (issue #4, ``ppdet_ext/export/adapter_gfl.py``).
+"""Padding invariance of the GFL export (``ppdet_ext/export/adapter_gfl.py``, ``padding_mask``).
 
 * random-weight tiny GFL (configs/gfl/gfl_tiny_coco_mini.yml), one image alone (canvas = its
   size rounded up to 32) vs inside a bigger canvas or batch, at every cell of the image (all

@@ -5,7 +5,7 @@ docs/export_format.md: ppdet's ``GFLHead`` in eval mode already applies the sigm
 decodes the DFL boxes per level as xyxy in input pixels; the adapter only concatenates the
 levels (no NMS).
 
-Padding (issue #4): the head towers (``FCOSFeat``, ``ConvNormLayer(norm_type='gn')``) take
+Padding (docs/padding_invariance.md): the head towers (``FCOSFeat``, ``ConvNormLayer(norm_type='gn')``) take
 GroupNorm statistics over the whole map, and every 3x3 conv / the stem max pool near an
 image's bottom/right edge reads the padding, so with dynamic H/W an image's outputs depended
 on its batch. Like the PicoDet adapter (``adapter_picodet.py``), a dynamic-size trace and

@@ -11,7 +11,7 @@ Decode, per FPN level with stride ``s`` and feature size ``H x W``:
                       (softmax over reg_max + 1 bins, expectation with its ``project``)
     box             = (cx - l*s, cy - t*s, cx + r*s, cy + b*s), xyxy in input pixels.
 
-Padding (issue #4): with dynamic H/W the deploy runner zero-pads each batch to its largest
+Padding (docs/padding_invariance.md): with dynamic H/W the deploy runner zero-pads each batch to its largest
 image, and PicoDet's squeeze-excitation pools and deep receptive field carry that padding
 into every image's outputs. So a dynamic-size trace (and dygraph, which mirrors it) runs the
 network under ``padding_mask.padding_invariant``: each image is computed as if it were alone,
