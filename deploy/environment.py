@@ -11,10 +11,16 @@ def _utc() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def _cpu_model() -> str:
+# instruction-set extensions that decide CPU inference speed (INT8 needs VNNI/AMX to gain)
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16",
+             "avx_vnni", "amx_tile", "amx_int8", "amx_bf16")
+
+
+def _cpuinfo(key: str) -> str:
+    """The first ``key : value`` of /proc/cpuinfo ("" where there is none)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith(key)), "")
     except OSError:
         return ""
 
@@ -42,9 +48,11 @@ def environment(threads: Optional[Any] = None) -> Dict[str, Any]:
         "python": platform.python_version(), "platform": platform.platform(),
         "machine": platform.machine(), "cpu_count": os.cpu_count(), "time_utc": _utc(),
     }
-    cpu = _cpu_model()
+    cpu = _cpuinfo("model name")
     if cpu:
         env["cpu_model"] = cpu
+        flags = set(_cpuinfo("flags").split())
+        env["cpu_isa"] = [f for f in ISA_FLAGS if f in flags]
     try:
         env["loadavg_start"] = os.getloadavg()
     except OSError:

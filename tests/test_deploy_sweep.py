@@ -37,8 +37,12 @@ def test_run_sweep_rows_and_files(export_dir, tmp_path):
         assert "AP" in r
     assert len({r["AP"] for r in rows}) == 1  # nothing changed across configurations
     env = result["env"]
-    for k in ("paddle", "onnxruntime", "numpy", "cv2", "cpu_count", "python"):
+    for k in ("paddle", "onnxruntime", "numpy", "cv2", "cpu_count", "python", "time_utc_end"):
         assert k in env
+    if os.path.isfile("/proc/cpuinfo"):  # the ISA a timing depends on is recorded
+        assert "cpu_model" in env and isinstance(env["cpu_isa"], list)
+    for r in rows:
+        assert r["images_per_s_min"] <= r["images_per_s"] <= r["images_per_s_max"]
     assert set(ratios(rows, 4)) == {"paddle-cpu/shape"}
     paths = write_all(str(tmp_path / "sweep"), result, "test")
     with open(paths["csv"]) as f:

@@ -24,7 +24,7 @@ from ..meta import ExportMeta
 log = logging.getLogger(__name__)
 
 # Paddle Inference CPU on 2.6.2 fuses matmul_v2 + scale wrongly and returns wrong GFL boxes
-# (the Integral/DFL projection); deleting the pass fixes it (../shared/STACK-NOTES.md).
+# (the Integral/DFL projection); deleting the pass fixes it (docs/stack.md).
 BROKEN_PASSES = ("matmul_v2_scale_fuse_pass",)
 _PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_INT8_OPS = ("conv2d", "depthwise_conv2d", "fused_conv2d")

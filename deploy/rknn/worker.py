@@ -24,7 +24,7 @@ from .report import parse_op_table, summarize_ops
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEFAULT_VENV = os.path.join(REPO, ".venv-rknn")
 QUANT_MODES = ("fp16", "int8", "hybrid")
-# DETR-family graphs fail rknn's squeeze fusion rules (../shared/STACK-NOTES.md)
+# DETR-family graphs fail rknn's squeeze fusion rules (docs/stack.md)
 DETR_DISABLE_RULES = ("squeeze_nd_add", "squeeze_nd_mul")
 
 

@@ -176,7 +176,7 @@ def compare_paddle_inference(export_dir, model, batches, *, threads=2, mkldnn=Fa
     """Max abs diff of an exported dense model (Paddle Inference, CPU) vs dygraph.
 
     ``matmul_v2_scale_fuse_pass`` is deleted (it computes wrong DFL boxes on Paddle
-    2.6.2, ../shared/STACK-NOTES.md).
+    2.6.2, docs/stack.md).
 
     Returns:
         ``{"scores": ..., "boxes_px": ...}`` maxima over ``batches``.

@@ -11,7 +11,7 @@ Metadata travels with the ``.onnx`` in two ways: the file sits in the export dir
 JSON), so a bare ``model.onnx`` copied elsewhere still says how to feed it
 (:func:`read_onnx_metadata`).
 
-Paddle 2.6.2 needs paddle2onnx 1.3.1 (2.x refuses Paddle < 3.0; ../shared/STACK-NOTES.md).
+Paddle 2.6.2 needs paddle2onnx 1.3.1 (2.x refuses Paddle < 3.0; docs/stack.md).
 """
 import json
 import os

@@ -1,7 +1,7 @@
 """RKNN-friendly RT-DETRv2 export: two NPU graphs, top-k and post-processing on the CPU.
 
 An RK NPU runs neither ``TopK`` nor ``GridSample``/``GatherND`` (they fall back to the CPU,
-../shared/STACK-NOTES.md), and shape arithmetic (``Shape``/``Range``) has no business there.
+docs/stack.md), and shape arithmetic (``Shape``/``Range``) has no business there.
 So the deploy forward of an ``ExtRTDETR`` (discrete sampling, ``convert_to_deploy()``) is cut
 at the query selection, for a fixed ``[1, 3, H, W]`` input:
 

@@ -1,7 +1,7 @@
 """Spatial sizes as Python ints where the graph knows them, tensors only where it cannot.
 
 Paddle 2.6.2's ``paddle.shape`` returns 0-D tensors that break ``concat`` and int asserts
-in static mode (see STACK-NOTES), so every module asks here: dygraph and fixed-shape
+in static mode (docs/stack.md), so every module asks here: dygraph and fixed-shape
 export get Python ints (and constant-folded anchors / embeddings); a dynamic-shape export
 (dims of ``-1``) gets 0-D int tensors for exactly the dims that are unknown.
 """

@@ -1,7 +1,7 @@
 """rknn accuracy_analysis of the plain int8 PicoDet-S build (run under .venv-rknn).
 
 Usage (repo root): PYTHONPATH=. .venv-rknn/bin/python \
-    docs/results/onnx_rknn/rknn_accuracy_analysis_picodet.py INPUT.npy
+    scripts/rknn_accuracy_analysis_picodet.py INPUT.npy
 where INPUT.npy is one preprocessed [1, 3, 416, 416] image (the run recorded in
 picodet_s_416_int8_accuracy_analysis.txt used coco_val158's 000000000139.jpg, preprocessed by
 deploy/preprocess.py). Writes output/rknn/picodet_s_416_int8_accuracy_analysis/snapshot/.
@@ -14,7 +14,7 @@ import sys
 
 from rknn.api import RKNN
 
-REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", ".."))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HERE = os.path.join(REPO, "output", "rknn", "picodet_s_416_int8_accuracy_analysis")
 os.makedirs(HERE, exist_ok=True)
 os.chdir(HERE)

@@ -4,11 +4,12 @@ Small hand-built ONNX graphs of one RT-DETRv2-tiny level-0 read at 640 px (4 hea
 32 channels per head, 100 queries x 4 points), each built for rk3588 fp16 and run on the PC
 simulator. For each probe: NPU/CPU layers from rknn's layer table, and the simulator's result
 against ONNX Runtime and against the same formula evaluated on fp16-rounded locations (the NPU
-computes the locations in fp16, so that is the exact target). Writes probe_rknn_sampling.json.
+computes the locations in fp16, so that is the exact target). Writes
+docs/results/onnx_rknn/probe_rknn_sampling.json.
 
 Run under the rknn venv (it imports rknn):
 
-    PYTHONPATH=. .venv-rknn/bin/python docs/results/onnx_rknn/probe_rknn_sampling.py
+    PYTHONPATH=. .venv-rknn/bin/python scripts/probe_rknn_sampling.py
 """
 import json
 import os
@@ -25,7 +26,8 @@ from onnx import numpy_helper as nh
 from ppdet_ext_deploy.rknn.report import parse_op_table, summarize_ops
 
 N, H, W, C, Q, P = 4, 80, 80, 32, 100, 4
-HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                       "docs", "results", "onnx_rknn")
 
 
 class Graph:
@@ -232,9 +234,9 @@ def main():
         print(name, json.dumps(results[name]))
     out = {"toolkit": "rknn-toolkit2 2.5.0, target rk3588, fp16, PC simulator",
            "shapes": {"heads": N, "map": [H, W], "channels": C, "queries": Q, "points": P},
-           "command": "PYTHONPATH=. .venv-rknn/bin/python docs/results/onnx_rknn/probe_rknn_sampling.py",
+           "command": "PYTHONPATH=. .venv-rknn/bin/python scripts/probe_rknn_sampling.py",
            "probes": results}
-    with open(os.path.join(HERE, "probe_rknn_sampling.json"), "w") as f:
+    with open(os.path.join(RESULTS, "probe_rknn_sampling.json"), "w") as f:
         json.dump(out, f, indent=2)
 
 
