@@ -55,7 +55,6 @@ def convert(model_dir, output_dir, *, quant="fp16", calib=None, calib_images=100
         dict: ``ops`` (summary), ``build`` info, and ``eval`` (AP dict) when ``eval_ann``.
     """
     from ppdet_ext_deploy.meta import copy_meta
-    from ppdet_ext_deploy.runner import Runner
 
     os.makedirs(output_dir, exist_ok=True)
     copy_meta(model_dir, output_dir)
@@ -64,43 +63,17 @@ def convert(model_dir, output_dir, *, quant="fp16", calib=None, calib_images=100
                "float_ops": tuple(float_ops), "disable_rules": tuple(disable_rules),
                "quant_algorithm": quant_algorithm,
                "log_dir": output_dir, "export_path": os.path.join(output_dir, "model.rknn")}
-    if float_layers or float_spans:
-        # per-layer fp16 spans are options of RknnSimBackend itself (not of the registry's
-        # rknn-sim format): build the backend here and hand it to the runner
-        from ppdet_ext_deploy.backends.rknn import RknnSimBackend
-        from ppdet_ext_deploy.meta import load_meta
-
-        backend = RknnSimBackend(load_meta(model_dir), **options, float_layers=tuple(float_layers),
-                                 float_spans=tuple(tuple(s) for s in float_spans))
-        try:
-            runner = Runner(model_dir, backend=backend, batch_size=1)
-        except Exception:
-            backend.close()
-            raise
-    else:
-        runner = Runner(model_dir, backend="rknn-sim", batch_size=1, backend_options=options)
+    runner = _runner(model_dir, options, float_layers, float_spans)
     backend = runner.backend
     result = {"model_dir": model_dir, "quant": quant, "command": command,
               "build": {"wall_s": time.perf_counter() - t,
                         **{n: w.info for n, w in backend.workers.items()}},
               "ops": backend.ops, "ops_per_graph": backend.op_reports}
     try:
-        name = os.path.basename(os.path.normpath(model_dir))
-        with open(os.path.join(output_dir, "op_report.md"), "w") as f:
-            for graph, ops in backend.op_reports.items():
-                label = "" if graph == "model" else f" — {graph} graph"
-                q = "fp16" if graph == "decoder" else quant
-                f.write(op_report_markdown(ops, f"{name}{label} ({q}, rk3588)", command) + "\n")
+        _write_op_report(os.path.join(output_dir, "op_report.md"), model_dir, backend.op_reports,
+                         quant, command)
         if eval_ann:
-            from ppdet_ext_deploy.coco_eval import coco_ap
-            from ppdet_ext_deploy.imageio import annotated_images
-
-            paths = annotated_images(eval_ann, eval_images)[:eval_limit]
-            t = time.perf_counter()
-            rep = runner.run(paths)
-            ap = coco_ap(rep.results, eval_ann, category_ids=runner.meta.category_ids)
-            result["eval"] = {**ap, "images": len(paths), "errors": len(rep.errors),
-                              "wall_s": time.perf_counter() - t}
+            result["eval"] = _evaluate(runner, eval_ann, eval_images, eval_limit)
             with open(os.path.join(output_dir, "eval.json"), "w") as f:
                 json.dump(result["eval"], f, indent=2)
     finally:
@@ -110,7 +83,48 @@ def convert(model_dir, output_dir, *, quant="fp16", calib=None, calib_images=100
     return result
 
 
-def main(argv=None):
+def _runner(model_dir, options, float_layers, float_spans):
+    """A batch-1 Runner on the rknn simulator; per-layer fp16 spans are options of
+    RknnSimBackend itself (not of the registry's rknn-sim format), so with them the backend
+    is built here and handed to the runner."""
+    from ppdet_ext_deploy.runner import Runner
+
+    if not (float_layers or float_spans):
+        return Runner(model_dir, backend="rknn-sim", batch_size=1, backend_options=options)
+    from ppdet_ext_deploy.backends.rknn import RknnSimBackend
+    from ppdet_ext_deploy.meta import load_meta
+
+    backend = RknnSimBackend(load_meta(model_dir), **options, float_layers=tuple(float_layers),
+                             float_spans=tuple(tuple(s) for s in float_spans))
+    try:
+        return Runner(model_dir, backend=backend, batch_size=1)
+    except Exception:
+        backend.close()
+        raise
+
+
+def _write_op_report(path, model_dir, op_reports, quant, command):
+    name = os.path.basename(os.path.normpath(model_dir))
+    with open(path, "w") as f:
+        for graph, ops in op_reports.items():
+            label = "" if graph == "model" else f" — {graph} graph"
+            q = "fp16" if graph == "decoder" else quant
+            f.write(op_report_markdown(ops, f"{name}{label} ({q}, rk3588)", command) + "\n")
+
+
+def _evaluate(runner, eval_ann, eval_images, eval_limit):
+    """COCO AP of the simulator on the annotated images."""
+    from ppdet_ext_deploy.coco_eval import coco_ap
+    from ppdet_ext_deploy.imageio import annotated_images
+
+    paths = annotated_images(eval_ann, eval_images)[:eval_limit]
+    t = time.perf_counter()
+    rep = runner.run(paths)
+    ap = coco_ap(rep.results, eval_ann, category_ids=runner.meta.category_ids)
+    return {**ap, "images": len(paths), "errors": len(rep.errors), "wall_s": time.perf_counter() - t}
+
+
+def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES))
@@ -143,24 +157,29 @@ def main(argv=None):
     p.add_argument("--eval_images", default=None, help="their images (default: ../images)")
     p.add_argument("--eval_limit", type=int, default=None)
     args = p.parse_args(argv)
+    args.float_layers = list(args.float_layers)
+    if args.float_from:
+        from ppdet_ext_deploy.rknn.hybrid import sensitive_layers
+
+        args.float_layers += [n for n in sensitive_layers(args.float_from, args.float_top)
+                              if n not in args.float_layers]
+    if (args.float_layers or args.float_span) and args.quant != "hybrid":
+        p.error("--float_layers/--float_from/--float_span need --quant hybrid")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     reason = unavailable_reason()
     if reason:
         sys.stderr.write(f"convert_rknn: {reason}\n")
         return 2
-    float_layers = list(args.float_layers)
-    if args.float_from:
-        from ppdet_ext_deploy.rknn.hybrid import sensitive_layers
-
-        float_layers += [n for n in sensitive_layers(args.float_from, args.float_top)
-                         if n not in float_layers]
-    if (float_layers or args.float_span) and args.quant != "hybrid":
-        p.error("--float_layers/--float_from/--float_span need --quant hybrid")
     rules = list(args.disable_rules) + (list(DETR_DISABLE_RULES) if args.detr else [])
     command = "python tools/convert_rknn.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     try:
         res = convert(args.model_dir, args.output_dir, quant=args.quant, calib=args.calib,
                       calib_images=args.calib_images, float_ops=args.float_ops,
-                      float_layers=float_layers, float_spans=args.float_span,
+                      float_layers=args.float_layers, float_spans=args.float_span,
                       disable_rules=rules, quant_algorithm=args.quant_algorithm,
                       eval_ann=args.eval_ann, eval_images=args.eval_images,
                       eval_limit=args.eval_limit, command=command)

@@ -48,70 +48,86 @@ def float_tensors(graph_path: str, layers: Sequence[str] = (),
     import onnx
 
     g = onnx.load(graph_path, load_external_data=False).graph
-    consumers: Dict[str, List[Any]] = {}
-    producer: Dict[str, Any] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-        for o in n.output:
-            producer[o] = n
-    convs: Dict[str, Any] = {}
-    for n in g.node:
-        if n.op_type == "Conv":
-            convs[n.name] = n
-            if len(n.input) > 1:
-                convs.setdefault(n.input[1], n)
+    producer, consumers, convs = _index(g)
     missing = [k for k in layers if k not in convs]
     if missing:
         raise ValueError(f"{graph_path}: no Conv node or conv weight named {missing}")
-    out: List[str] = []
-
-    def mark(t):
-        if t not in out:
-            out.append(t)
-
-    for k in layers:
-        src = convs[k].input[0]
-        if src in producer and not producer[src].op_type.startswith("exDataConvert"):
-            mark(src)  # rknn quantizes a tensor where it is produced: the conv reads it in fp16
-        t = convs[k].output[0]
-        mark(t)
-        while len(consumers.get(t, [])) == 1 and consumers[t][0].op_type in _CONV_TAIL:
-            t = consumers[t][0].output[0]
-            mark(t)
-    names = set(node_names)
-    for n in g.node:
-        if n.name in names or any(n.op_type == t or n.op_type.startswith("ex" + t)
-                                  for t in op_types):
-            for o in n.output:
-                mark(o)
     known = set(producer) | {i.name for i in g.input}
     for src, dst in spans:
         bad = [t for t in (src, dst) if t not in known]
         if bad:
             raise ValueError(f"{graph_path}: no tensor named {bad} (open it in netron for names)")
-        down, stack = set(), [src]
-        while stack:  # tensors downstream of src
-            t = stack.pop()
-            for n in consumers.get(t, []):
-                for o in n.output:
-                    if o not in down:
-                        down.add(o)
-                        stack.append(o)
-        up, stack = set(), [dst]
-        while stack:  # tensors upstream of dst
-            t = stack.pop()
-            if t in up or t not in producer:
-                continue
-            up.add(t)
-            stack.extend(producer[t].input)
-        for n in g.node:  # graph order; rknn's own input cast (exDataConvert) left alone
-            if n.op_type.startswith("exDataConvert"):
-                continue
-            for o in n.output:
-                if o in down and o in up:
-                    mark(o)
+    marked = [t for k in layers for t in _conv_tensors(convs[k], producer, consumers)]
+    marked += _typed_tensors(g, op_types, node_names)
+    for src, dst in spans:
+        marked += _span_tensors(g, src, dst, producer, consumers)
+    return list(dict.fromkeys(marked))  # first mark wins the order
+
+
+def _index(g):
+    """``(producer, consumers, convs)``: tensor -> node writing it, tensor -> nodes reading
+    it, and Conv nodes by node name and by weight name."""
+    consumers: Dict[str, List[Any]] = {}
+    producer: Dict[str, Any] = {}
+    convs: Dict[str, Any] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+        for o in n.output:
+            producer[o] = n
+    for n in g.node:
+        if n.op_type == "Conv":
+            convs[n.name] = n
+            if len(n.input) > 1:
+                convs.setdefault(n.input[1], n)
+    return producer, consumers, convs
+
+
+def _conv_tensors(conv, producer, consumers) -> List[str]:
+    """A conv's input (rknn quantizes a tensor where it is produced: marking the producer's
+    output makes the conv read it in fp16), its output and its fused BN / activation tail."""
+    out = []
+    src = conv.input[0]
+    if src in producer and not producer[src].op_type.startswith("exDataConvert"):
+        out.append(src)
+    t = conv.output[0]
+    out.append(t)
+    while len(consumers.get(t, [])) == 1 and consumers[t][0].op_type in _CONV_TAIL:
+        t = consumers[t][0].output[0]
+        out.append(t)
     return out
+
+
+def _typed_tensors(g, op_types, node_names) -> List[str]:
+    """Outputs of the nodes named in ``node_names`` or of a type in ``op_types`` (rknn's
+    ``ex`` variants included)."""
+    names = set(node_names)
+    return [o for n in g.node
+            if n.name in names or any(n.op_type == t or n.op_type.startswith("ex" + t)
+                                      for t in op_types)
+            for o in n.output]
+
+
+def _span_tensors(g, src, dst, producer, consumers) -> List[str]:
+    """Tensors downstream of ``src`` and upstream of ``dst``, in graph order; rknn's own
+    input cast (``exDataConvert``) left alone."""
+    down, stack = set(), [src]
+    while stack:
+        t = stack.pop()
+        for n in consumers.get(t, []):
+            for o in n.output:
+                if o not in down:
+                    down.add(o)
+                    stack.append(o)
+    up, stack = set(), [dst]
+    while stack:
+        t = stack.pop()
+        if t in up or t not in producer:
+            continue
+        up.add(t)
+        stack.extend(producer[t].input)
+    return [o for n in g.node if not n.op_type.startswith("exDataConvert")
+            for o in n.output if o in down and o in up]
 
 
 def resolve_float_layers(rknn_graph: str, onnx_path: str, layers: Sequence[str] = (),

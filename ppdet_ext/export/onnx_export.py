@@ -125,10 +125,7 @@ def fold_fixed_shape(model, input_shape):
     Returns:
         A new ``ModelProto`` (folded tensors become initializers, dead nodes removed).
     """
-    import numpy as np
     import onnx
-    import onnxruntime as ort
-    from onnx import numpy_helper
 
     graph = model.graph
     shapes = dict(input_shape) if isinstance(input_shape, dict) else \
@@ -136,12 +133,37 @@ def fold_fixed_shape(model, input_shape):
     if set(shapes) != {i.name for i in graph.input} or \
             any(int(d) <= 0 for shp in shapes.values() for d in shp):
         raise ExportError(f"folding needs every input's fixed shape, got {shapes}")
+    static = _shape_only_tensors(graph)
+    frontier = _frontier(graph, static)
+    if not frontier:
+        return model
+    values = _evaluate(model, frontier, shapes)
+    out = _with_constants(model, static, values)
+    for i in out.graph.input:
+        for d, v in zip(i.type.tensor_type.shape.dim, shapes[i.name]):
+            d.Clear()
+            d.dim_value = int(v)
+    for o in out.graph.output:  # let shape inference fill in the now-static output dims
+        for d in o.type.tensor_type.shape.dim:
+            if d.dim_param:
+                d.Clear()
+    return onnx.shape_inference.infer_shapes(out, strict_mode=True)
+
+
+def _shape_only_tensors(graph):
+    """Tensors that do not depend on the input's values: initializers, ``Shape`` outputs and
+    what is computed from those alone (nodes are topologically sorted in a valid graph)."""
     static = {i.name for i in graph.initializer}
-    for node in graph.node:  # nodes are topologically sorted in a valid ONNX graph
+    for node in graph.node:
         if node.op_type in _NONDETERMINISTIC:
             continue
         if node.op_type == "Shape" or all((x == "" or x in static) for x in node.input):
             static.update(o for o in node.output if o)
+    return static
+
+
+def _frontier(graph, static):
+    """The shape-only tensors that value-dependent nodes (or the graph outputs) read."""
     inits = {i.name for i in graph.initializer}
     frontier = []
     for node in graph.node:
@@ -149,22 +171,39 @@ def fold_fixed_shape(model, input_shape):
             continue  # a node that itself folds away
         frontier += [x for x in node.input if x in static and x not in inits and x not in frontier]
     frontier += [o.name for o in graph.output if o.name in static and o.name not in frontier]
-    if not frontier:
-        return model
+    return frontier
+
+
+def _evaluate(model, names, shapes):
+    """``{name: value}`` of tensors ``names`` on zero inputs of ``shapes`` (ONNX Runtime,
+    optimizations off)."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     del probe.graph.value_info[:]
     del probe.graph.output[:]
-    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in frontier)
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in names)
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
     sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
     feeds = {}
-    for i in graph.input:
+    for i in model.graph.input:
         dtype = onnx.helper.tensor_dtype_to_np_dtype(i.type.tensor_type.elem_type)
         feeds[i.name] = np.zeros([int(d) for d in shapes[i.name]], dtype)
-    values = dict(zip(frontier, sess.run(frontier, feeds)))
+    return dict(zip(names, sess.run(names, feeds)))
+
+
+def _with_constants(model, static, values):
+    """A copy of ``model`` without the shape-only nodes, ``values`` as initializers and the
+    initializers nothing reads any more removed."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
@@ -177,15 +216,7 @@ def fold_fixed_shape(model, input_shape):
     del g.initializer[:]
     g.initializer.extend(keep)
     del g.value_info[:]
-    for i in g.input:
-        for d, v in zip(i.type.tensor_type.shape.dim, shapes[i.name]):
-            d.Clear()
-            d.dim_value = int(v)
-    for o in g.output:  # let shape inference fill in the now-static output dims
-        for d in o.type.tensor_type.shape.dim:
-            if d.dim_param:
-                d.Clear()
-    return onnx.shape_inference.infer_shapes(out, strict_mode=True)
+    return out
 
 
 def simplify_onnx(model, tool):

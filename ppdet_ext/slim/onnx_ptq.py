@@ -13,6 +13,8 @@ import os
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
+from ppdet_ext_deploy.meta import copy_meta, load_meta
+
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 
@@ -90,12 +92,6 @@ def quantize_onnx_export(model_dir: str, out_dir: str, calib_files: Sequence[str
             are quantized and the convs run in float on dequantized values (accuracy of the
             skip-list exactly as simulated, no speed-up).
     """
-    import onnx
-    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-
-    from ppdet_ext_deploy.meta import copy_meta, load_meta
-
     if method not in CALIB_METHODS:
         raise ValueError(f"method must be one of {CALIB_METHODS}")
     src = os.path.join(model_dir, "model.onnx")
@@ -103,33 +99,57 @@ def quantize_onnx_export(model_dir: str, out_dir: str, calib_files: Sequence[str
         raise FileNotFoundError(f"{src} missing: run tools/export_onnx.py --model {model_dir} first")
     t0 = time.perf_counter()
     os.makedirs(out_dir, exist_ok=True)
-    meta = load_meta(model_dir)
-    # ORT's optional quant_pre_process is not used: its optimizer renames the Conv weights
-    # that skip-lists refer to
-    pre = onnx.load(src)
-    constants_to_initializers(pre)
-    opset = max((o.version for o in pre.opset_import if o.domain in ("", "ai.onnx")), default=0)
-    if per_channel and opset < 13:  # ORT: per-channel QDQ needs opset >= 13
-        from onnx import version_converter
-        pre = version_converter.convert_version(pre, 13)
+    pre = _float_model(src, per_channel)
     by_w = _conv_nodes(pre.graph)
     unknown = sorted(set(skip_layers) - set(by_w))
     if unknown:
         raise ValueError(f"skip_layers not found as Conv weights in {src}: {unknown}")
-    input_name = pre.graph.input[0].name
-    cm = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-          "percentile": CalibrationMethod.Percentile}[method]
-    dst = os.path.join(out_dir, "model.onnx")
     # onnxruntime 1.19 sets a [0, 1] range on every Softmax output in adjust_tensor_ranges()
     # and raises "Only an existing tensor can be modified" when Softmax was not calibrated:
     # calibrate Softmax too, then exclude those nodes so they stay float.
     softmax = [n.name for n in pre.graph.node if n.op_type == "Softmax"]
     types = list(op_types) + (["Softmax"] if softmax and "Softmax" not in op_types else [])
     exclude = [by_w[w] for w in skip_layers] + ([] if "Softmax" in op_types else softmax)
-    pre_path = os.path.join(out_dir, "model.fp32_initializers.onnx")
+    _quantize(pre, os.path.join(out_dir, "model.onnx"), load_meta(model_dir), calib_files,
+              method=method, types=types, exclude=exclude, per_channel=per_channel,
+              activation_uint8=activation_uint8, quantize_outputs=quantize_outputs)
+    info = {"method": "ptq", "engine": "onnxruntime.quantization.quantize_static (QDQ)",
+            "calibrate_method": method, "calib_images": len(calib_files),
+            "per_channel": per_channel, "activation": "uint8" if activation_uint8 else "int8",
+            "skip_layers": list(skip_layers), "quantize_outputs": quantize_outputs,
+            "seconds": round(time.perf_counter() - t0, 1)}
+    copy_meta(model_dir, out_dir, quantization=info)
+    return info
+
+
+def _float_model(src, per_channel):
+    """``src`` loaded with its Constant weights as initializers, at opset >= 13 when
+    per-channel (ORT: per-channel QDQ needs it). ORT's optional ``quant_pre_process`` is not
+    used: its optimizer renames the Conv weights that skip-lists refer to."""
+    import onnx
+
+    pre = onnx.load(src)
+    constants_to_initializers(pre)
+    opset = max((o.version for o in pre.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if per_channel and opset < 13:
+        from onnx import version_converter
+        pre = version_converter.convert_version(pre, 13)
+    return pre
+
+
+def _quantize(pre, dst, meta, calib_files, *, method, types, exclude, per_channel,
+              activation_uint8, quantize_outputs):
+    """``quantize_static`` of the in-memory model ``pre`` into ``dst`` (QDQ)."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+
+    cm = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+          "percentile": CalibrationMethod.Percentile}[method]
+    pre_path = os.path.join(os.path.dirname(dst), "model.fp32_initializers.onnx")
     onnx.save(pre, pre_path)
     try:
-        quantize_static(pre_path, dst, _reader(meta, list(calib_files), input_name),
+        quantize_static(pre_path, dst, _reader(meta, list(calib_files), pre.graph.input[0].name),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=types,
                         per_channel=per_channel,
                         activation_type=QuantType.QUInt8 if activation_uint8 else QuantType.QInt8,
@@ -145,10 +165,3 @@ def quantize_onnx_export(model_dir: str, out_dir: str, calib_files: Sequence[str
                                        "DedicatedQDQPair": True})
     finally:
         os.remove(pre_path)
-    info = {"method": "ptq", "engine": "onnxruntime.quantization.quantize_static (QDQ)",
-            "calibrate_method": method, "calib_images": len(calib_files),
-            "per_channel": per_channel, "activation": "uint8" if activation_uint8 else "int8",
-            "skip_layers": list(skip_layers), "quantize_outputs": quantize_outputs,
-            "seconds": round(time.perf_counter() - t0, 1)}
-    copy_meta(model_dir, out_dir, quantization=info)
-    return info
