@@ -6,6 +6,16 @@ from conftest import REPO
 TINY = os.path.join(REPO, "configs", "gfl", "gfl_tiny_coco_mini.yml")
 
 
+def _reader(h, w, interp):
+    """A reader's ``sample_transforms`` (YAML lines): keep-ratio resize, ImageNet mean/std."""
+    return f"""  sample_transforms:
+  - Decode: {{}}
+  - Resize: {{target_size: [{h}, {w}], keep_ratio: true, interp: {interp}}}
+  - NormalizeImage: {{is_scale: true, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}}
+  - Permute: {{}}
+"""
+
+
 def write_test_config(tmp_path, *, sample_num=8, size=(128, 192), epoch=2, extra=""):
     """A deterministic (no random flip) tiny GFL on ``sample_num`` coco_mini images."""
     h, w = size
@@ -19,25 +29,10 @@ TrainDataset:
 EvalDataset:
   sample_num: 4
 TrainReader:
-  sample_transforms:
-  - Decode: {{}}
-  - Resize: {{target_size: [{h}, {w}], keep_ratio: true, interp: 1}}
-  - NormalizeImage: {{is_scale: true, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}}
-  - Permute: {{}}
-  batch_size: 4
+{_reader(h, w, 1)}  batch_size: 4
 EvalReader:
-  sample_transforms:
-  - Decode: {{}}
-  - Resize: {{target_size: [{h}, {w}], keep_ratio: true, interp: 2}}
-  - NormalizeImage: {{is_scale: true, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}}
-  - Permute: {{}}
-TestReader:
-  sample_transforms:
-  - Decode: {{}}
-  - Resize: {{target_size: [{h}, {w}], keep_ratio: true, interp: 2}}
-  - NormalizeImage: {{is_scale: true, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225]}}
-  - Permute: {{}}
-{extra}"""
+{_reader(h, w, 2)}TestReader:
+{_reader(h, w, 2)}{extra}"""
     path = tmp_path / "gfl_test.yml"
     path.write_text(text)
     return str(path)

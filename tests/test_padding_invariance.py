@@ -85,36 +85,36 @@ def test_picodet_cells_in_the_padding_propose_nothing(picodet):
         assert region.size < b.numpy().size                     # there were padding cells
 
 
-def test_picodet_masking_is_a_no_op_without_padding(picodet):
+def _assert_mask_changes_nothing(model, x):
     from ppdet_ext.export.adapter_picodet import picodet_raw_outputs
 
-    x = paddle.to_tensor(np.random.default_rng(2).standard_normal((2, 3, 64, 96))
-                         .astype("float32"))
     with paddle.no_grad():
-        on = [t.numpy() for t in picodet_raw_outputs(picodet, x, mask_padding=True)]
-        off = [t.numpy() for t in picodet_raw_outputs(picodet, x, mask_padding=False)]
+        on = [t.numpy() for t in picodet_raw_outputs(model, x, mask_padding=True)]
+        off = [t.numpy() for t in picodet_raw_outputs(model, x, mask_padding=False)]
     np.testing.assert_allclose(on[0], off[0], atol=SCORE_TOL)
     np.testing.assert_allclose(on[1], off[1], atol=1e-3)              # boxes, px
+
+
+def test_picodet_masking_is_a_no_op_without_padding(picodet):
+    x = paddle.to_tensor(np.random.default_rng(2).standard_normal((2, 3, 64, 96))
+                         .astype("float32"))
+    _assert_mask_changes_nothing(picodet, x)
 
 
 def test_picodet_bs1_canvas_is_unchanged_by_the_mask(picodet):
     """A stride-padded image alone fills its region (rounded up to PAD_ROUND): masked and
     plain graphs agree, so bs = 1 results of the export did not move."""
-    from ppdet_ext.export.adapter_picodet import PAD_ROUND, picodet_raw_outputs
+    from ppdet_ext.export.adapter_picodet import PAD_ROUND
 
     img = np.random.default_rng(3).standard_normal((3, 72, 100)).astype("float32")
     x = paddle.to_tensor(_padded([img], (-(-72 // PAD_ROUND) * PAD_ROUND,
                                          -(-100 // PAD_ROUND) * PAD_ROUND)))
-    with paddle.no_grad():
-        on = [t.numpy() for t in picodet_raw_outputs(picodet, x, mask_padding=True)]
-        off = [t.numpy() for t in picodet_raw_outputs(picodet, x, mask_padding=False)]
-    np.testing.assert_allclose(on[0], off[0], atol=SCORE_TOL)
-    np.testing.assert_allclose(on[1], off[1], atol=1e-3)              # boxes, px
+    _assert_mask_changes_nothing(picodet, x)
 
 
 def test_picodet_fixed_size_trace_keeps_the_plain_graph(picodet):
-    """Regression: the mask decision used to sit in the traced adapter, where dy2static
-    turned ``mask_padding=None`` into a truthy placeholder and masked fixed-size graphs too."""
+    """The mask decision is made outside the trace: inside it, dy2static turns
+    ``mask_padding=None`` into a truthy placeholder, which would mask fixed-size graphs too."""
     from ppdet_ext.export.exporter import static_program
 
     fixed = [op.type for op in static_program(picodet, [1, 3, 128, 128]).global_block().ops]
