@@ -2,7 +2,8 @@
 
 * **Same outputs** (raw graph outputs of two engines, or of a model before and after a
   conversion): :func:`output_diff` gives the max absolute difference, the max difference
-  relative to the reference's largest magnitude, and the Pearson correlation. DETR outputs are
+  relative to the reference's largest magnitude, and the Pearson correlation; the INT8 and
+  pruning reports also use :func:`rel_l2`, :func:`cosine` and :func:`mean_abs_diff`. DETR outputs are
   a set: :func:`query_order` pairs the rows of two runs first (queries whose selection scores
   are within float noise can swap places between engines).
 * **Same detections** (post-processed ``[M, 6]`` rows of the same image):
@@ -43,6 +44,23 @@ def max_abs_diff(got, ref) -> float:
     """``max |got - ref|`` over all elements (0.0 for empty arrays)."""
     got, ref = np.asarray(got, np.float64), np.asarray(ref, np.float64)
     return float(np.abs(got - ref).max()) if got.size else 0.0
+
+
+def mean_abs_diff(got, ref) -> float:
+    """``mean |got - ref|`` over all elements, in float64."""
+    return float(np.abs(np.asarray(got, np.float64) - np.asarray(ref, np.float64)).mean())
+
+
+def rel_l2(got, ref) -> float:
+    """``||got - ref||_2 / ||ref||_2`` over all elements, in float64."""
+    g, r = np.asarray(got, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
+    return float(np.linalg.norm(g - r) / max(np.linalg.norm(r), 1e-12))
+
+
+def cosine(got, ref) -> float:
+    """Cosine similarity of two arrays, flattened, in float64."""
+    g, r = np.asarray(got, np.float64).ravel(), np.asarray(ref, np.float64).ravel()
+    return float(np.dot(r, g) / max(np.linalg.norm(r) * np.linalg.norm(g), 1e-12))
 
 
 def correlation(got, ref) -> float:

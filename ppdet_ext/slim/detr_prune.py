@@ -33,6 +33,8 @@ import numpy as np
 import paddle
 
 from ppdet_ext.export.model_stats import count_macs
+from ppdet_ext_deploy.compare import correlation, mean_abs_diff
+from ppdet_ext_deploy.timing import interleave, spread
 
 _ENCODER, _DECODER = "ExtHybridEncoder", "ExtRTDETRDecoder"
 
@@ -270,26 +272,29 @@ def evaluate_settings(config: str, weights: str, specs: Sequence[PruneSpec], ima
     with paddle.no_grad():
         for label, m, _ in models:
             outs[label] = [[o.numpy() for o in m.export_raw(x)] for x in xs]
-    times = {label: [] for label, _, _ in models}
+    by_label = {label: m for label, m, _ in models}
+
+    def seconds_per_image(label, _round):
+        t = time.perf_counter()
+        for x in xs:
+            by_label[label].export_raw(x)
+        return (time.perf_counter() - t) / len(xs)
+
     with paddle.no_grad():
-        for _ in range(rounds):
-            for label, m, _ in models:
-                t = time.perf_counter()
-                for x in xs:
-                    m.export_raw(x)
-                times[label].append((time.perf_counter() - t) / len(xs))
+        times = interleave(list(by_label), seconds_per_image, rounds)
+    full_s = spread(times["full"])["median"]
     rows = []
     ref = outs["full"]
+
+    def flat(per_image, k):  # output k of every image, concatenated
+        return np.concatenate([o[k].ravel() for o in per_image])
+
     for label, m, info in models:
-        s = np.concatenate([o[0].ravel() for o in outs[label]])
-        r = np.concatenate([o[0].ravel() for o in ref])
-        b = np.concatenate([o[1].ravel() for o in outs[label]])
-        rb = np.concatenate([o[1].ravel() for o in ref])
+        median_s = spread(times[label])["median"]
         rows.append({"setting": label, "params": params_of(m), "gmacs": macs_of(m, hw) / 1e9,
-                     "latency_ms": 1e3 * float(np.median(times[label])),
-                     "latency_vs_full": float(np.median(times[label]) / np.median(times["full"])),
-                     "score_corr_vs_full": float(np.corrcoef(s, r)[0, 1]),
-                     "box_mad_px_vs_full": float(np.abs(b - rb).mean()),
+                     "latency_ms": 1e3 * median_s, "latency_vs_full": median_s / full_s,
+                     "score_corr_vs_full": correlation(flat(outs[label], 0), flat(ref, 0)),
+                     "box_mad_px_vs_full": mean_abs_diff(flat(outs[label], 1), flat(ref, 1)),
                      "transfer": {k: v for k, v in info.items() if k != "missing"}})
     return rows
 

@@ -19,6 +19,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ppdet_ext_deploy.compare import cosine, rel_l2
+
 from .fakequant import program_with_act_quant, quantized_weights
 from .static_graph import QuantLayer, StaticModel, in_static_mode
 
@@ -52,11 +54,11 @@ def output_error(ref: Sequence[Sequence[np.ndarray]], got: Sequence[Sequence[np.
     for i in range(len(ref[0])):
         r = np.concatenate([np.asarray(b[i], np.float64).ravel() for b in ref])
         g = np.concatenate([np.asarray(b[i], np.float64).ravel() for b in got])
-        e = float(np.linalg.norm(g - r) / max(np.linalg.norm(r), 1e-12))
+        e = rel_l2(g, r)
         out[f"rel_l2_{i}"] = e
         errs.append(e)
         if i == 0:
-            out["score_cos"] = float(np.dot(r, g) / max(np.linalg.norm(r) * np.linalg.norm(g), 1e-12))
+            out["score_cos"] = cosine(g, r)
     out["err"] = float(np.mean(errs))
     return out
 
