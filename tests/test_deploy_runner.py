@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import ppdet_ext_deploy  # noqa: F401
-from ppdet_ext_deploy.compare import Tolerance, match_detections
+from ppdet_ext_deploy.compare import Tolerance, match_detections, match_images
 from ppdet_ext_deploy.meta import load_meta
 from ppdet_ext_deploy.runner import Runner
 from deploy_fixtures import (build_tiny_export, coco_mini_images, tiny_layer, write_bad_images)
@@ -52,11 +52,8 @@ def reference(export_dir, engine, images):
 
 
 def assert_same(ref, rep, tol=STRICT):
-    total = None
-    for a, b in zip(ref.results, rep.results):
-        assert a.path == b.path
-        m = match_detections(a.dets, b.dets, tol)
-        total = m if total is None else total.merge(m)
+    assert [a.path for a in ref.results] == [b.path for b in rep.results]
+    total = match_images([a.dets for a in ref.results], [b.dets for b in rep.results], tol)
     assert total.ok, total
     assert total.compared > 50, "fixture should produce detections to compare"
 

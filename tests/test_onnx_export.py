@@ -16,7 +16,7 @@ import paddle
 import pytest
 
 import ppdet_ext_deploy  # noqa: F401
-from ppdet_ext_deploy.compare import Tolerance, match_detections
+from ppdet_ext_deploy.compare import Tolerance, match_detections, match_images
 from ppdet_ext_deploy.formats import create_backend
 from ppdet_ext_deploy.meta import read_meta_dict
 from ppdet_ext_deploy.runner import Runner
@@ -113,10 +113,8 @@ def test_onnxruntime_runner_batched_equals_bs1(tiny, tiny_reference, policy, bs)
     assert rep.images_ok == 20
     assert rep.backend["name"] == "onnxruntime"
     assert max(t.images for t in rep.timings) > 1
-    total = None
-    for a, b in zip(tiny_reference.results, rep.results):
-        m = match_detections(a.dets, b.dets, STRICT)
-        total = m if total is None else total.merge(m)
+    total = match_images([a.dets for a in tiny_reference.results], [b.dets for b in rep.results],
+                         STRICT)
     assert total.ok, total
     assert total.compared > 50
 

@@ -121,14 +121,11 @@ def test_simulator_fp16_matches_onnxruntime_and_runs_in_the_runner(tiny_fixed, t
     b = Runner(tiny_fixed, backend="rknn-sim", batch_size=2,
                backend_options={"log_dir": str(tmp_path / "log2")}).run(images)
     assert b.images_ok == 4 and b.backend["name"] == "rknn-sim"
-    from ppdet_ext_deploy.compare import Tolerance, match_detections
+    from ppdet_ext_deploy.compare import Tolerance, match_images
     # fp16 moves near-tied scores of the toy model's heavily overlapping boxes, which can
     # change which box NMS keeps: at least 95% of detections must match one-to-one
     tol = Tolerance(min_score=0.5, score_tol=5e-3, iou_min=0.98, margin=1e-2)
-    total = None
-    for ra, rb in zip(a.results, b.results):
-        m = match_detections(ra.dets, rb.dets, tol)
-        total = m if total is None else total.merge(m)
+    total = match_images([r.dets for r in a.results], [r.dets for r in b.results], tol)
     assert total.compared > 50 and total.unmatched <= 0.05 * total.compared, total
 
 
