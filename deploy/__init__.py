@@ -6,7 +6,10 @@ also works as ``deploy`` from a checkout (the rknn worker venv runs it that way)
 
 ``ppdet_ext_deploy`` reads only an export directory (``model.pdmodel``/``model.pdiparams`` or
 ``model.onnx`` plus ``infer_cfg.yml``, see ``docs/export_format.md``) and imports nothing
-from training code (no ``ppdet``, no ``ppdet_ext``).
+from training code (no ``ppdet``, no ``ppdet_ext``). It is also where the training side
+finds the shared concepts it must not duplicate: the export contract (``meta``), the image
+lister (``imageio.list_images``) and the comparison and timing helpers (``compare``,
+``timing``).
 
 Import order matters on Paddle 2.6.2: ``libpaddle.so`` exports zlib symbols of its own, and
 if ``paddle`` is loaded before Python's ``zlib`` extension, later imports can bind zlib calls
