@@ -5,6 +5,10 @@ nobody reads, so a typo (``epohc: 12``) trains with defaults. Here every top-lev
 must be a registered module, a key some module shares (``num_classes``), or a known
 trainer global; every key under a module must be one of its constructor arguments.
 Errors are ``ConfigError`` and name the key, the file and close matches.
+
+Files are read as safe YAML plus ppdet's registered ``!Tag`` objects
+(``ppdet_ext.engine.tagged_yaml``), so stock ppdet configs load; the tagged objects'
+arguments are checked the same way.
 """
 import copy
 import difflib
@@ -18,6 +22,9 @@ from ppdet.core.config.schema import SchemaDict
 from ppdet.data import transform as ppdet_transforms
 
 from ppdet_ext.registry import reset_global_config
+
+from . import tagged_yaml
+from .tagged_yaml import Tagged, TagError
 
 BASE_KEY = "_BASE_"
 
@@ -34,6 +41,9 @@ TRAINER_GLOBALS = {
     "filename", "use_fused_allreduce_gradients", "init_loss_scaling",
     "custom_white_list", "custom_black_list", "export", "slim", "slim_type",
     "log_file", "eval_batch_sampler", "use_shared_memory", "infer_threshold",
+    # also read by ppdet 2.6's Trainer: VOC AP type, face-detection eval, +1 box sizes,
+    # the UnstructuredPruner switch (set by --slim_config)
+    "map_type", "multi_scale_eval", "bias", "unstructured_prune",
 }
 READER_KEYS = {
     "sample_transforms", "batch_transforms", "batch_size", "shuffle", "drop_last",
@@ -52,39 +62,53 @@ class ConfigError(ValueError):
     """A config file or override is wrong; the message names the key."""
 
 
-def _read_yaml(path):
+def _read_yaml(path, variables=None):
     try:
         with open(path) as f:
-            data = yaml.safe_load(f) or {}
+            data, anchored = tagged_yaml.load_document(f, path)
+        data = data or {}
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except TagError as e:
+        raise ConfigError(str(e)) from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    if variables is not None:
+        variables.update(anchored)
     return data
 
 
 def merge(dst, src):
-    """Recursive dict merge of ``src`` into ``dst`` (``src`` wins); returns ``dst``."""
+    """Recursive dict merge of ``src`` into ``dst`` (``src`` wins); returns ``dst``.
+
+    A ``!Tag`` object in ``src`` replaces what ``dst`` had (as in ppdet); a plain mapping
+    merged onto a ``!Tag`` object updates its arguments (``-o TrainDataset.dataset_dir=x``
+    onto ``TrainDataset: !COCODataSet {...}``)."""
     for k, v in src.items():
-        if isinstance(dst.get(k), dict) and isinstance(v, dict):
+        if isinstance(dst.get(k), dict) and isinstance(v, dict) and not isinstance(v, Tagged):
             merge(dst[k], v)
         else:
             dst[k] = copy.deepcopy(v)
     return dst
 
 
-def load_yaml_with_base(path):
-    """Load ``path`` resolving ``_BASE_`` (later bases and the file itself win)."""
-    cfg = _read_yaml(path)
+def load_yaml_with_base(path, variables=None):
+    """Load ``path`` resolving ``_BASE_`` (later bases and the file itself win).
+
+    Args:
+        variables: a set that collects the top-level keys defined with a YAML anchor
+            (``eval_height: &eval_height 640``): ppdet's config variables.
+    """
+    cfg = _read_yaml(path, variables)
     bases = cfg.pop(BASE_KEY, []) or []
     merged = {}
     for base in bases:
         base = os.path.expanduser(base)
         if not os.path.isabs(base):
             base = os.path.join(os.path.dirname(path), base)
-        merge(merged, load_yaml_with_base(base))
+        merge(merged, load_yaml_with_base(base, variables))
     return merge(merged, cfg)
 
 
@@ -127,16 +151,22 @@ def _module_args(schema):
     return {p.name for p in params if p.name != "self"}
 
 
-def validate(cfg, source="config"):
-    """Raise ``ConfigError`` for any key nothing will read."""
+def validate(cfg, source="config", *, variables=()):
+    """Raise ``ConfigError`` for any key nothing will read.
+
+    Args:
+        variables: top-level keys that are YAML-anchor variables, not settings.
+    """
     registered = {k: v for k, v in workspace.global_config.items() if isinstance(v, SchemaDict)}
     shared = set()
     for schema in registered.values():
         shared.update(getattr(schema, "shared", []) or [])
-    known_top = set(registered) | shared | TRAINER_GLOBALS
+    known_top = set(registered) | shared | TRAINER_GLOBALS | set(variables)
     for key, value in cfg.items():
         if key not in known_top:
             raise ConfigError(f"{source}: unknown key '{key}'{_suggest(key, known_top)}")
+        if isinstance(value, Tagged):
+            continue  # checked against its own class below
         if key.endswith("Reader") and isinstance(value, dict):
             _validate_reader(key, value, source)
         elif key.endswith("Dataset") and isinstance(value, dict):
@@ -152,6 +182,11 @@ def validate(cfg, source="config"):
                 if sub not in args:
                     raise ConfigError(f"{source}: unknown key '{key}.{sub}': {key} takes "
                                       f"{sorted(args)}{_suggest(sub, args)}")
+    for path, node in tagged_yaml.tagged_nodes(cfg):
+        try:
+            tagged_yaml.check_arguments(node, path)
+        except TagError as e:
+            raise ConfigError(str(e)) from None
 
 
 def _validate_reader(key, reader, source):
@@ -160,6 +195,9 @@ def _validate_reader(key, reader, source):
             raise ConfigError(f"{source}: unknown key '{key}.{sub}'{_suggest(sub, READER_KEYS)}")
         if sub in ("sample_transforms", "batch_transforms"):
             for i, op in enumerate(value or []):
+                if isinstance(op, Tagged):
+                    raise ConfigError(f"{op.where}: '{key}.{sub}[{i}]': transforms are written "
+                                      f"'- {op.tag[1:]}: {{...}}', not as a {op.tag} tag")
                 if not isinstance(op, dict) or len(op) != 1:
                     raise ConfigError(f"{source}: '{key}.{sub}[{i}]' must be a one-key mapping")
                 (name, args), = op.items()
@@ -175,29 +213,40 @@ def _validate_reader(key, reader, source):
                                           f"{_suggest(arg, params)}")
 
 
-def load_config(path, overrides=None, *, reset=True):
+def load_config(path, overrides=None, *, reset=True, layers=(), name=None):
     """Load, override, validate and install a config into ppdet's workspace.
 
     Args:
         path: the leaf YAML file.
         overrides: ``["key=value", ...]`` or a nested dict.
         reset: clear ppdet's process-global config first (so nothing leaks between runs).
+        layers: ``[(source, dict), ...]`` merged over the file before ``overrides`` (a
+            ``--slim_config``'s model keys); each is checked under its own source name.
+        name: the run name (``filename``: the run directory and export directory names);
+            default the file's name without extension.
 
     Returns:
         (cfg, user_cfg): ppdet's global ``AttrDict`` and the plain merged user config
         (what ``dump_config`` writes).
     """
-    user = load_yaml_with_base(path)
+    variables = set()
+    user = load_yaml_with_base(path, variables)
+    for source, layer in layers:
+        validate(layer, source=source, variables=variables)
+        merge(user, layer)
     if isinstance(overrides, dict):
         over = overrides
     else:
         over = parse_overrides(overrides)
     merge(user, over)
-    validate(user, source=f"{path}")
+    validate(user, source=f"{path}", variables=variables)
     if reset:
         reset_global_config()
-    user["filename"] = os.path.splitext(os.path.basename(path))[0]
-    installed = copy.deepcopy(user)
+    user["filename"] = name or os.path.splitext(os.path.basename(path))[0]
+    try:
+        installed = tagged_yaml.instantiate(user)
+    except TagError as e:
+        raise ConfigError(str(e)) from None
     for key in ("TrainDataset", "EvalDataset", "TestDataset"):
         if isinstance(installed.get(key), dict):
             installed[key] = build_dataset(key, installed[key], source=path)
@@ -206,8 +255,8 @@ def load_config(path, overrides=None, *, reset=True):
 
 
 def build_dataset(key, spec, source="config"):
-    """``{name: COCODataSet, ...}`` -> a ppdet dataset instance (instead of YAML ``!tags``,
-    which ``yaml.safe_load`` rightly refuses)."""
+    """``{name: COCODataSet, ...}`` -> a ppdet dataset instance (ppdet's other spelling,
+    ``!COCODataSet {...}``, is built by ``tagged_yaml.instantiate``)."""
     from ppdet.data import source as sources
     spec = dict(spec)
     name = spec.pop("name", None)
@@ -223,4 +272,4 @@ def dump_config(user_cfg, path):
     """Write the fully merged user config next to a run's outputs."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
-        yaml.safe_dump(user_cfg, f, sort_keys=False, default_flow_style=None)
+        tagged_yaml.dump(user_cfg, f, sort_keys=False, default_flow_style=None)
