@@ -252,3 +252,23 @@ def test_cli_refuses_python_tag_in_one_line_exit_2(tmp_path):
                    "(e.g. !PiecewiseDecay)"], r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     assert not marker.exists()
+
+
+def test_check_configs_tool_reports_each_failing_file(tmp_path):
+    good = _tagged_tiny(tmp_path, PIECEWISE)
+    bad = tmp_path / "sub" / "bad.yml"
+    bad.parent.mkdir()
+    bad.write_text(f"_BASE_: ['{good}']\nLearningRate:\n  schedulers:\n  - !CosineDecay {{max_epoch: 3}}\n")
+    slim = tmp_path / "sub" / "q.yml"
+    slim.write_text("slim: QAT\nQAT: {quant_config: {moving_rate: 0.9}, print_model: false}\n")
+    out = tmp_path / "report.md"
+    r = subprocess.run([PYTHON, "tools/check_configs.py", str(tmp_path), "--out", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 1
+    fails = [l for l in r.stdout.splitlines() if l.startswith("FAIL")]
+    assert fails == [f"FAIL {bad}:4: unknown key 'LearningRate.schedulers[0].max_epoch': "
+                     "!CosineDecay takes ['last_plateau_epochs', 'max_epochs', 'min_lr_ratio', "
+                     "'use_warmup'] "
+                     "(did you mean 'max_epochs'?)"]
+    assert "3 files: 2 ok, 1 failed, 0 skipped" in r.stdout
+    assert "| 1 | unknown key 'LearningRate.schedulers[0].max_epoch' |" in out.read_text()

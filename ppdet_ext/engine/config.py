@@ -151,6 +151,19 @@ def _module_args(schema):
     return {p.name for p in params if p.name != "self"}
 
 
+def _dataset_args(name):
+    """Keys a ``{name: <dataset class>, ...}`` mapping may hold: the class's constructor
+    arguments (``label_list`` for VOCDataSet ...), else the common ones."""
+    from ppdet.data import source as sources
+    cls = getattr(sources, str(name), None) if name else None
+    if not isinstance(cls, type):
+        return DATASET_KEYS
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return DATASET_KEYS | set(params) - {"self", "kwargs"}
+    return (set(params) - {"self"}) | {"name"}
+
+
 def validate(cfg, source="config", *, variables=()):
     """Raise ``ConfigError`` for any key nothing will read.
 
@@ -170,10 +183,11 @@ def validate(cfg, source="config", *, variables=()):
         if key.endswith("Reader") and isinstance(value, dict):
             _validate_reader(key, value, source)
         elif key.endswith("Dataset") and isinstance(value, dict):
+            known = _dataset_args(value.get("name"))
             for sub in value:
-                if sub not in DATASET_KEYS:
+                if sub not in known:
                     raise ConfigError(f"{source}: unknown key '{key}.{sub}'"
-                                      f"{_suggest(sub, DATASET_KEYS)}")
+                                      f"{_suggest(sub, known)}")
         elif key in registered and isinstance(value, dict):
             args = _module_args(registered[key])
             if args is None:
