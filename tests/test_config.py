@@ -106,9 +106,16 @@ def test_every_shipped_config_validates(repo_cwd):
 
 
 def test_slim_configs_load_with_their_own_loader():
+    from ppdet_ext.slim.ppdet_slim_config import read_slim_config
     from ppdet_ext.slim.qat import load_slim_config
     slim_dir = os.path.join(REPO, "configs", "slim")
     qat = [f for f in os.listdir(slim_dir) if f.startswith("qat_")]
     assert qat
     for f in qat:
         load_slim_config(os.path.join(slim_dir, f))
+    methods = set()
+    for f in os.listdir(slim_dir):
+        with open(os.path.join(slim_dir, f)) as fh:
+            if "slim" in (yaml.safe_load(fh) or {}):
+                methods.add(read_slim_config(os.path.join(slim_dir, f)).method)
+    assert methods == {"QAT", "PTQ"}

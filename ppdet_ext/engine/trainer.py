@@ -22,7 +22,7 @@ import paddle.distributed as dist
 from ppdet.core import workspace
 from ppdet.core.workspace import create
 from ppdet.engine import Trainer
-from ppdet.engine.callbacks import Callback, Checkpointer, VisualDLWriter
+from ppdet.engine.callbacks import Callback, Checkpointer
 from ppdet.utils.logger import setup_logger
 
 from ppdet_ext.data.aspect_sampler import AspectRatioBatchSampler
@@ -144,11 +144,18 @@ class DetTrainer(Trainer):
         super()._reset_metrics()
 
     def _init_callbacks(self):
-        super()._init_callbacks()
+        # ppdet's VisualDLWriter opens a LogWriter as it is built (./vdl_log_dir by default,
+        # or a second writer on our folder); StepLogger replaces it, so it is never built
+        use_vdl = self.cfg.get("use_vdl", False)
+        self.cfg["use_vdl"] = False
+        try:
+            super()._init_callbacks()
+        finally:
+            self.cfg["use_vdl"] = use_vdl
         if self.mode != "train":
             return
         callbacks = [cb for cb in self._callbacks
-                     if not isinstance(cb, (Checkpointer, VisualDLWriter))]
+                     if not isinstance(cb, Checkpointer)]
         callbacks.insert(0, EpochDriver(self, seed=self.seed))
         callbacks.append(StepLogger(self, use_vdl=bool(self.cfg.get("use_vdl", False))))
         callbacks.append(ProgressBar(self))

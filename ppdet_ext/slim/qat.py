@@ -6,8 +6,8 @@ sublayers *in place* for fake-quantized versions that share the original paramet
 optimizer built afterwards (ppdet's Trainer) trains the same weights; the quantizer's scales
 are buffers updated in the forward pass.
 
-A slim config is a small YAML read with ``yaml.safe_load`` (not merged into the ppdet config,
-whose loader rejects unknown keys)::
+A slim config (``--slim_config``, read by :mod:`ppdet_ext.slim.ppdet_slim_config`, which also
+takes ppdet's ``QAT: {quant_config: {...}}`` layout) holds these settings::
 
     slim: QAT
     QAT:
@@ -43,29 +43,31 @@ class QATConfig:
     moving_rate: float = 0.9
     skip_layers: List[str] = field(default_factory=list)
     onnx_format: bool = True
+    # PaddleSlim QAT's options (ppdet's quant_config): PACT clipping before quantizing,
+    # conv+bn fusion while training
+    weight_preprocess_type: Optional[str] = None
+    activation_preprocess_type: Optional[str] = None
+    fuse_conv_bn: bool = False
 
     def __post_init__(self):
         if self.weight_quantize_type not in _WEIGHT_TYPES:
             raise ValueError(f"weight_quantize_type must be one of {_WEIGHT_TYPES}")
         if self.activation_quantize_type not in _ACT_TYPES:
             raise ValueError(f"activation_quantize_type must be one of {_ACT_TYPES}")
+        for key in ("weight_preprocess_type", "activation_preprocess_type"):
+            if getattr(self, key) not in (None, "PACT"):
+                raise ValueError(f"{key} must be PACT or null, got {getattr(self, key)!r}")
 
 
 def load_slim_config(path: str) -> QATConfig:
-    """Read a slim config file (``slim: QAT`` + ``QAT: {...}``); unknown keys are errors."""
-    with open(path) as f:
-        raw = yaml.safe_load(f) or {}
-    if raw.get("slim") != "QAT":
-        raise ValueError(f"{path}: expected 'slim: QAT', got {raw.get('slim')!r}")
-    extra = set(raw) - {"slim", "QAT"}
-    if extra:
-        raise ValueError(f"{path}: unknown top-level keys {sorted(extra)}")
-    block = raw.get("QAT") or {}
-    known = set(QATConfig.__dataclass_fields__)
-    bad = set(block) - known
-    if bad:
-        raise ValueError(f"{path}: unknown QAT keys {sorted(bad)}; known: {sorted(known)}")
-    return QATConfig(**block)
+    """The QAT settings of a slim config (``slim: QAT``, ppdet's layout or ours; read by
+    :func:`ppdet_ext.slim.ppdet_slim_config.read_slim_config`); errors name the key."""
+    from .ppdet_slim_config import read_slim_config
+
+    slim = read_slim_config(path)
+    if slim.method != "QAT":
+        raise ValueError(f"{path}: expected 'slim: QAT', got {slim.method!r}")
+    return slim.settings
 
 
 def mark_skipped(model, patterns: List[str]) -> List[str]:
@@ -93,12 +95,18 @@ def apply_qat(model, qcfg: Optional[QATConfig] = None):
 
     qcfg = qcfg or QATConfig()
     mark_skipped(model, qcfg.skip_layers)
+    pact = None
+    if "PACT" in (qcfg.weight_preprocess_type, qcfg.activation_preprocess_type):
+        from paddleslim.dygraph.quant.qat import PACT as pact
     quanter = ImperativeQuantAware(
         quantizable_layer_type=list(qcfg.quantizable_layer_type),
         weight_quantize_type=qcfg.weight_quantize_type,
         activation_quantize_type=qcfg.activation_quantize_type,
         weight_bits=qcfg.weight_bits, activation_bits=qcfg.activation_bits,
-        moving_rate=qcfg.moving_rate, onnx_format=qcfg.onnx_format)
+        moving_rate=qcfg.moving_rate, onnx_format=qcfg.onnx_format,
+        fuse_conv_bn=qcfg.fuse_conv_bn,
+        weight_preprocess_layer=pact if qcfg.weight_preprocess_type else None,
+        act_preprocess_layer=pact if qcfg.activation_preprocess_type else None)
     quanter.quantize(model)
     model._qat_quanter = quanter  # export needs it; also marks the model as QAT-wrapped
     return quanter
@@ -152,15 +160,23 @@ def export_qat(cfg, model, output_dir: str, *, input_shape=None, batch_size: int
 
 
 def train_qat(cfg, user_cfg, qcfg: QATConfig, *, weights: Optional[str], output_dir: str,
-              input_shape=None, seed: Optional[int] = None):
+              input_shape=None, seed: Optional[int] = None, validate: bool = False,
+              run_name: Optional[str] = None, print_model: bool = False):
     """Load ``weights``, apply QAT, train with ``DetTrainer`` for ``cfg['epoch']`` epochs,
     then export the INT8 graph into ``output_dir``. Returns ``(trainer, meta)``.
+
+    Args:
+        validate: evaluate after each snapshot (``--eval``).
+        run_name: the run directory's name (default ``<config name>_qat``).
+        print_model: log the model before and after fake-quant insertion (ppdet's
+            ``QAT.print_model``).
     """
     import numpy as np
     import paddle
 
     from ppdet.core.workspace import create
     from ppdet.utils.checkpoint import load_weight
+    from ppdet.utils.logger import setup_logger
 
     from ppdet_ext.engine.api import run_dir, setup_device
     from ppdet_ext.engine.config import dump_config
@@ -171,7 +187,9 @@ def train_qat(cfg, user_cfg, qcfg: QATConfig, *, weights: Optional[str], output_
         paddle.seed(seed)
         np.random.seed(seed)
     # checkpoints go to <save_dir>/<config name>_qat, never over the FP32 run's files
-    if not str(cfg.get("filename", "")).endswith("_qat"):
+    if run_name:
+        cfg["filename"] = run_name
+    elif not str(cfg.get("filename", "")).endswith("_qat"):
         cfg["filename"] = f"{cfg.get('filename', 'model')}_qat"
     out = run_dir(cfg)
     os.makedirs(out, exist_ok=True)
@@ -182,11 +200,16 @@ def train_qat(cfg, user_cfg, qcfg: QATConfig, *, weights: Optional[str], output_
         model = create(cfg["architecture"])
         if weights:
             load_weight(model, weights)
+        logger = setup_logger("ppdet_ext.qat")
+        if print_model:
+            logger.info(f"model before quantization:\n{model}")
         apply_qat(model, qcfg)
+        if print_model:
+            logger.info(f"quantized model:\n{model}")
         cfg["model"] = model  # ppdet's Trainer uses a pre-built model when cfg has one
         try:
             trainer = DetTrainer(cfg, mode="train")
-            trainer.train(False)
+            trainer.train(validate)
         finally:
             cfg.pop("model", None)
     meta = export_qat(cfg, model, output_dir, input_shape=input_shape)
