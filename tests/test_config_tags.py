@@ -272,3 +272,22 @@ def test_check_configs_tool_reports_each_failing_file(tmp_path):
                      "(did you mean 'max_epochs'?)"]
     assert "3 files: 2 ok, 1 failed, 0 skipped" in r.stdout
     assert "| 1 | unknown key 'LearningRate.schedulers[0].max_epoch' |" in out.read_text()
+
+
+def test_anchored_top_level_keys_are_variables_others_stay_typos(tmp_path, repo_cwd):
+    """ppdet configs define variables as anchored top-level keys (eval_size: &eval_size ...);
+    those pass the key check, an un-anchored unknown key still does not."""
+    path = tmp_path / "vars.yml"
+    path.write_text(f"""_BASE_: ['{TINY}']
+eval_size: &eval_size [160, 256]
+EvalReader:
+  sample_transforms:
+  - Decode: {{}}
+  - Resize: {{target_size: *eval_size, keep_ratio: true}}
+""")
+    cfg, _ = load_config(str(path))
+    assert cfg["EvalReader"]["sample_transforms"][1]["Resize"]["target_size"] == [160, 256]
+    path.write_text(path.read_text().replace("eval_size: &eval_size [160, 256]", "eval_sise: 3")
+                    .replace("*eval_size", "[160, 256]"))
+    with pytest.raises(ConfigError, match="unknown key 'eval_sise'"):
+        load_config(str(path))
