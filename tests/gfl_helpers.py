@@ -38,6 +38,21 @@ EvalReader:
     return str(path)
 
 
+def save_random_weights(cfg_path, path, *, seed=0, overrides=()):
+    """Seeded random-init weights of ``cfg_path``'s model saved as ``path.pdparams`` (no
+    training needed to test the plumbing); leaves ppdet's global config reset."""
+    import paddle
+    from ppdet_ext.engine.config import load_config
+    from ppdet_ext.export import build_model
+    from ppdet_ext.registry import reset_global_config
+    reset_global_config()
+    cfg, _ = load_config(cfg_path, list(overrides))
+    paddle.seed(seed)
+    paddle.save(build_model(cfg).state_dict(), path + ".pdparams")
+    reset_global_config()
+    return path
+
+
 def export_random_tiny_gfl(tmp_path_factory, name, seed):
     """A seeded random-init tiny GFL, its export dir and the metadata the exporter returned:
     ``(model, export_dir, meta)``."""

@@ -3,6 +3,7 @@ checked like any other key, and nothing else (`!!python/*`, unknown tags) gets t
 import ast
 import inspect
 import os
+import runpy
 import subprocess
 
 import pytest
@@ -254,7 +255,7 @@ def test_cli_refuses_python_tag_in_one_line_exit_2(tmp_path):
     assert not marker.exists()
 
 
-def test_check_configs_tool_reports_each_failing_file(tmp_path):
+def test_check_configs_tool_reports_each_failing_file(tmp_path, capsys):
     good = _tagged_tiny(tmp_path, PIECEWISE)
     bad = tmp_path / "sub" / "bad.yml"
     bad.parent.mkdir()
@@ -262,15 +263,15 @@ def test_check_configs_tool_reports_each_failing_file(tmp_path):
     slim = tmp_path / "sub" / "q.yml"
     slim.write_text("slim: QAT\nQAT: {quant_config: {moving_rate: 0.9}, print_model: false}\n")
     out = tmp_path / "report.md"
-    r = subprocess.run([PYTHON, "tools/check_configs.py", str(tmp_path), "--out", str(out)],
-                       capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert r.returncode == 1
-    fails = [l for l in r.stdout.splitlines() if l.startswith("FAIL")]
+    main = runpy.run_path(os.path.join(REPO, "tools", "check_configs.py"), run_name="tool")["main"]
+    assert main([str(tmp_path), "--out", str(out)]) == 1
+    stdout = capsys.readouterr().out
+    fails = [l for l in stdout.splitlines() if l.startswith("FAIL")]
     assert fails == [f"FAIL {bad}:4: unknown key 'LearningRate.schedulers[0].max_epoch': "
                      "!CosineDecay takes ['last_plateau_epochs', 'max_epochs', 'min_lr_ratio', "
                      "'use_warmup'] "
                      "(did you mean 'max_epochs'?)"]
-    assert "3 files: 2 ok, 1 failed, 0 skipped" in r.stdout
+    assert "3 files: 2 ok, 1 failed, 0 skipped" in stdout
     assert "| 1 | unknown key 'LearningRate.schedulers[0].max_epoch' |" in out.read_text()
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from bad_images import make_bad_images
 from conftest import COCO_MINI, PYTHON, REPO
-from gfl_helpers import write_test_config
+from gfl_helpers import save_random_weights, write_test_config
 from ppdet_ext_deploy.imageio import list_images
 
 GOOD = list_images(os.path.join(COCO_MINI, "images"), 1)[0]
@@ -16,20 +16,10 @@ GOOD = list_images(os.path.join(COCO_MINI, "images"), 1)[0]
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     """Random-init tiny GFL weights (no training needed to test the plumbing)."""
-    import paddle
-    from ppdet_ext.engine.config import load_config
-    from ppdet_ext.export import build_model
-    from ppdet_ext.registry import reset_global_config
     os.chdir(REPO)
     tmp = tmp_path_factory.mktemp("w")
-    reset_global_config()
     cfg_path = write_test_config(tmp)
-    cfg, _ = load_config(cfg_path)
-    paddle.seed(0)
-    path = str(tmp / "random")
-    paddle.save(build_model(cfg).state_dict(), path + ".pdparams")
-    reset_global_config()
-    return cfg_path, path
+    return cfg_path, save_random_weights(cfg_path, str(tmp / "random"))
 
 
 def test_infer_cli_with_bad_inputs(weights, tmp_path):

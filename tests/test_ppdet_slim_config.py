@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO
-from gfl_helpers import write_test_config
+from gfl_helpers import save_random_weights, write_test_config
 from ppdet_ext.engine.config import ConfigError, load_config
 from ppdet_ext.slim.ppdet_slim_config import read_slim_config, split_overrides
 
@@ -124,16 +124,8 @@ def test_slim_model_keys_are_checked_under_the_slim_file(tmp_path, repo_cwd):
 @pytest.fixture
 def tiny(tmp_path, repo_cwd):
     """A tiny GFL config, and random-init weights saved as its 'pretrained' checkpoint."""
-    import paddle
-    from ppdet_ext.export import build_model
-    from ppdet_ext.registry import reset_global_config
     cfg_path = write_test_config(tmp_path, sample_num=2, epoch=1)
-    cfg, _ = load_config(cfg_path)
-    paddle.seed(0)
-    weights = str(tmp_path / "fp32")
-    paddle.save(build_model(cfg).state_dict(), weights + ".pdparams")
-    reset_global_config()
-    return cfg_path, weights
+    return cfg_path, save_random_weights(cfg_path, str(tmp_path / "fp32"))
 
 
 def _load(cfg_path, slim, over=()):

@@ -8,7 +8,6 @@ import os
 
 import ppdet_ext  # noqa: F401
 from ppdet_ext.engine import api, cli
-from ppdet_ext.engine.config import ConfigError
 
 SLICE = "sliced inference for small objects is not wired into our tools"
 UNSUPPORTED = {"--slice_infer": SLICE, "--slice_size": SLICE, "--overlap_ratio": SLICE,
@@ -51,14 +50,7 @@ def main(argv=None):
     else:
         if not cfg.get("weights"):
             p.error("no weights: pass -o weights=PATH")
-        model = None
-        slim = cli.slim_config(args)
-        if slim is not None:
-            from ppdet_ext.slim import slim_runs
-            try:
-                model = slim_runs.model_for(cfg, slim, cfg["weights"])
-            except ConfigError as e:
-                cli.fail(e)
+        model = cli.slim_model(args, cfg)
         metrics = api.evaluate(cfg, user, weights=cfg["weights"], output_json=args.output_json,
                                classwise=args.classwise, model=model)
     for key, stats in metrics.items():

@@ -11,7 +11,6 @@ import sys
 
 import ppdet_ext  # noqa: F401
 from ppdet_ext.engine import api, cli
-from ppdet_ext.engine.config import ConfigError
 
 SLICE = "sliced inference for small objects is not wired into our tools"
 UNSUPPORTED = {
@@ -46,14 +45,7 @@ def main(argv=None):
     inputs = list(args.infer_img) + list(args.infer_dir)
     if not inputs:
         p.error("nothing to do: pass --infer_img and/or --infer_dir")
-    model = None
-    slim = cli.slim_config(args)
-    if slim is not None:
-        from ppdet_ext.slim import slim_runs
-        try:
-            model = slim_runs.model_for(cfg, slim, cfg["weights"])
-        except ConfigError as e:
-            cli.fail(e)
+    model = cli.slim_model(args, cfg)
     out = args.output_dir or os.path.join(api.run_dir(cfg), "infer")
     results, errors = api.infer(cfg, weights=cfg["weights"], inputs=inputs, output_dir=out,
                                 threshold=args.draw_threshold, save_results=args.save_results,

@@ -95,6 +95,19 @@ def slim_config(args):
     return args._slim
 
 
+def slim_model(args, cfg):
+    """For eval/infer: the ``--slim_config`` model with ``cfg["weights"]`` loaded, or None
+    (no slim config, or one that leaves the architecture as is); exit 2 on a bad one."""
+    slim = slim_config(args)
+    if slim is None:
+        return None
+    from ppdet_ext.slim import slim_runs
+    try:
+        return slim_runs.model_for(cfg, slim, cfg["weights"])
+    except ConfigError as e:
+        fail(e)
+
+
 def load(args):
     """Load the config named by ``args`` (with ``--slim_config``'s model keys merged over it,
     ``-o`` on top, and the run named after the slim config, as ppdet does); exit 2 with a
