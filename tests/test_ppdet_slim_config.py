@@ -187,7 +187,7 @@ def test_ppdet_qat_settings_build_pact_fake_quant_layers(tmp_path, tiny):
         assert model(x)["bbox"].shape[-1] == 6
 
 
-@pytest.mark.slow  # ~150 s: QAT training plus two INT8 exports
+@pytest.mark.slow  # 80-150 s here: QAT training plus two INT8 exports
 def test_qat_checkpoint_exports_the_graph_training_exported(tmp_path, tiny):
     """train.py --slim_config (ppdet's QAT layout, PACT) trains and writes its INT8 export;
     export_model.py --slim_config rebuilds the fake-quant model from the checkpoint and
