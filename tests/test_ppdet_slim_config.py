@@ -162,6 +162,9 @@ def test_pruner_trains_evaluates_and_exports_pruned(tmp_path, tiny):
     scores, boxes = Runner(out, backend="paddle-cpu").backend.infer(x)
     assert scores.shape[-1] == 80 and np.isfinite(boxes).all()
 
+    with pytest.raises(ConfigError, match=r"fp32.pdparams: not a checkpoint of the model "
+                                          r"'.*gfl_prune.yml' builds \(\d+ tensors of other shapes"):
+        slim_runs.model_for(cfg, slim, fp32)              # unpruned weights, pruned model
     slim.settings.pruned_params = ["conv2d_999.w_0"]
     with pytest.raises(ConfigError, match=r"'Pruner.pruned_params': 'conv2d_999.w_0' is not a "
                                           r"conv weight of GFL \(conv2d_0.w_0 ... conv2d_\d+.w_0\)"):

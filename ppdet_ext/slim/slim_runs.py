@@ -23,14 +23,14 @@ _PTQ_HINT = ("is post-training quantization: run tools/post_quant.py -c CONFIG -
 
 
 def _pruned(cfg, slim: SlimConfig, weights_before: Optional[str] = None):
-    from ppdet.utils.checkpoint import load_weight
+    from ppdet.utils.checkpoint import load_pretrain_weight
 
     from .filter_prune import build_fresh, prune_filters
 
     s = slim.settings
     model = build_fresh(cfg["architecture"])
-    if weights_before:
-        load_weight(model, weights_before)
+    if weights_before:  # ppdet's Pruner: pretrained weights (partial match allowed) first
+        load_pretrain_weight(model, weights_before)
     if s.print_params:
         logger.info("conv weights before pruning:\n" + "\n".join(
             f"{p.name} {p.shape}" for p in model.parameters() if len(p.shape) == 4))
@@ -95,8 +95,6 @@ def model_for(cfg, slim: SlimConfig, weights: Optional[str]):
     """The slimmed model with ``weights`` (a slimmed checkpoint) loaded, for evaluation,
     inference or export; None when the method leaves the architecture as is
     (``UnstructuredPruner``: the checkpoint is a dense model with zeros)."""
-    from ppdet.utils.checkpoint import load_weight
-
     if slim.method == "PTQ":
         raise ConfigError(f"{slim.path}: 'slim: PTQ' {_PTQ_HINT}")
     if slim.method == "UnstructuredPruner":
@@ -110,9 +108,29 @@ def model_for(cfg, slim: SlimConfig, weights: Optional[str]):
     else:
         model = _pruned(cfg, slim)
     if weights:
-        load_weight(model, weights)
+        _load_checkpoint(model, weights, slim)
     model.eval()
     return model
+
+
+def _load_checkpoint(model, weights, slim: SlimConfig):
+    """Load a slimmed checkpoint (read without running code from it) into ``model``; a
+    checkpoint of another shape (e.g. FP32 weights for a pruned model, which Paddle would
+    skip with a warning) is an error naming a tensor."""
+    from ppdet_ext.weights import load_state
+
+    path = weights if weights.endswith(".pdparams") else weights + ".pdparams"
+    state = load_state(path)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    wrong = [k for k in own if k in state and list(state[k].shape) != list(own[k].shape)]
+    if missing or wrong:
+        k = (wrong or missing)[0]
+        there = list(state[k].shape) if k in state else "absent"
+        raise ConfigError(f"{path}: not a checkpoint of the model '{slim.path}' builds "
+                          f"({len(wrong)} tensors of other shapes, {len(missing)} missing; "
+                          f"{k}: {there} there, {list(own[k].shape)} here)")
+    model.set_state_dict({k: state[k] for k in own})
 
 
 def export(cfg, user_cfg, slim: SlimConfig, *, weights, output_dir, input_shape=None,
