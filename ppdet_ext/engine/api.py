@@ -10,7 +10,6 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from ppdet.core.workspace import create
 from ppdet.data.reader import BatchCompose, Compose
 from ppdet.utils.logger import setup_logger
 
